@@ -1,0 +1,82 @@
+// vchan: a bidirectional byte stream between two domains, identified by (domain, port), as
+// in Qubes' libvchan. Backends: "socket" (Unix sockets, Qubes' socket-vchan naming; native
+// sandboxes and tests), "xen" (libxenvchan, when built), "virtio-serial" (inside a QEMU
+// guest: /dev/virtio-ports/org.odyssey.vchan.<port>). This header never trusts the peer:
+// every byte read is the caller's to validate.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/result.h"
+
+namespace odyssey::vchan {
+
+enum class Backend { kSocket, kXen, kVirtioSerial };
+
+// Connection state, as libvchan_is_open reports it.
+enum class State { kClosed = 0, kConnected = 1, kWaiting = 2 };
+
+struct Options {
+  Backend backend = Backend::kSocket;
+  // Socket backend: directory of the sockets; empty means $VCHAN_SOCKET_DIR or /var/run/vchan.
+  std::string socket_dir;
+  // Our own domain id; nullopt means $VCHAN_DOMAIN or 0.
+  std::optional<int> own_domain;
+  // Client connect retry: how long to keep retrying a missing/refused socket. nullopt = forever.
+  std::optional<std::chrono::milliseconds> connect_timeout;
+  // Ring sizes (hints for xen; socket backend sets SO_SNDBUF/SO_RCVBUF when non-zero).
+  size_t read_min = 0;
+  size_t write_min = 0;
+};
+
+// Path of the socket for a server in server_domain talking to client_domain on port:
+// <dir>/vchan.<server_domain>.<client_domain>.<port>.sock
+std::string SocketPath(const std::string& dir, int server_domain, int client_domain, int port);
+// The socket directory in effect for opts ($VCHAN_SOCKET_DIR or /var/run/vchan by default).
+std::string EffectiveSocketDir(const Options& opts);
+// Our own domain id in effect for opts ($VCHAN_DOMAIN or 0 by default).
+int EffectiveOwnDomain(const Options& opts);
+
+class Vchan {
+ public:
+  virtual ~Vchan() = default;
+
+  // Listens for exactly one client from peer_domain on port. Returns at once; the
+  // connection is accepted on the first Wait()/Read()/Write() or when PollFd() is readable.
+  static Result<std::unique_ptr<Vchan>> Server(int peer_domain, int port, const Options& opts = {});
+  // Connects to the server in peer_domain on port, retrying until opts.connect_timeout.
+  static Result<std::unique_ptr<Vchan>> Client(int peer_domain, int port, const Options& opts = {});
+  // Starts connecting without blocking; State() is kWaiting until connected.
+  static Result<std::unique_ptr<Vchan>> ClientAsync(int peer_domain, int port, const Options& opts = {});
+
+  // Partial I/O: returns bytes moved (>0), 0 if nothing can move now without blocking
+  // (only when non-blocking), or an error (including EOF: code 0, "peer closed").
+  virtual Result<size_t> Read(void* buf, size_t len) = 0;
+  virtual Result<size_t> Write(const void* buf, size_t len) = 0;
+  // All-or-error I/O: blocks until exactly len bytes moved.
+  virtual Status Recv(void* buf, size_t len) = 0;
+  virtual Status Send(const void* buf, size_t len) = 0;
+  // Bytes that can be read now without blocking.
+  virtual size_t DataReady() = 0;
+  // Bytes that can be written now without blocking.
+  virtual size_t BufferSpace() = 0;
+  virtual State GetState() = 0;
+  bool IsOpen() { return GetState() != State::kClosed; }
+  // Blocks until there is an event (data, space, connect, close); like libvchan_wait.
+  virtual Status Wait() = 0;
+  // An fd that becomes readable whenever Wait() would return (for poll/epoll/Boost.Asio;
+  // wrap a dup() of it in Asio, the Vchan keeps ownership).
+  virtual int PollFd() const = 0;
+  // Shuts the stream down; the peer sees EOF. Idempotent.
+  virtual void Close() = 0;
+  // Non-blocking mode for Read/Write (Recv/Send always block).
+  virtual void SetNonBlocking(bool on) = 0;
+};
+
+using VchanPtr = std::unique_ptr<Vchan>;
+
+}  // namespace odyssey::vchan

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds with warnings fatal and ASan+UBSan,
+# and runs every test through CTest. Usage: scripts/test.sh [extra ctest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+
+build=build/test
+jobs=$(nproc)
+start=$(date +%s)
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DODYSSEY_WERROR=ON -DODYSSEY_SANITIZE=ON -DODYSSEY_BUILD_BENCH=ON
+cmake --build "$build" -j "$jobs"
+echo "test.sh: build took $(( $(date +%s) - start )) s"
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+if [[ -f "$PWD/tests/lsan.supp" ]]; then
+  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
+fi
+cd "$build"
+ctest --output-on-failure -j "$jobs" --timeout 600 "$@"
+echo "test.sh: build and tests took $(( $(date +%s) - start )) s"
