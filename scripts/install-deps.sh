@@ -20,6 +20,13 @@ packages=(
   libvirt-daemon-driver-qemu busybox-static cpio poppler-utils xdg-utils file
   procps iproute2 util-linux python3 gnuplot-nox
 )
+# Modules may list extra packages, one per line, in scripts/deps.d/*.txt.
+for f in "$(dirname "$0")"/deps.d/*.txt; do
+  [[ -f "$f" ]] || continue
+  while read -r p _; do
+    if [[ -n "$p" && "$p" != \#* ]]; then packages+=("$p"); fi
+  done <"$f"
+done
 if [[ "${1:-}" == "--fuzz" ]]; then
   packages+=(clang libclang-rt-14-dev)
 fi

@@ -15,9 +15,9 @@ echo "test.sh: build took $(( $(date +%s) - start )) s"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-if [[ -f "$PWD/tests/lsan.supp" ]]; then
-  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
-fi
+# LeakSanitizer suppressions (third-party libraries only), one file per module.
+cat tests/lsan.d/*.supp >"$build/lsan.supp" 2>/dev/null || : >"$build/lsan.supp"
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/$build/lsan.supp:print_suppressions=0}
 cd "$build"
 ctest --output-on-failure -j "$jobs" --timeout 600 "$@"
 echo "test.sh: build and tests took $(( $(date +%s) - start )) s"
