@@ -21,7 +21,8 @@ enum class Backend { kSocket, kXen, kVirtioSerial };
 enum class State { kClosed = 0, kConnected = 1, kWaiting = 2 };
 
 struct Options {
-  Backend backend = Backend::kSocket;
+  // nullopt: $VCHAN_BACKEND ("socket", "xen", "virtio-serial") if set, else socket.
+  std::optional<Backend> backend;
   // Socket backend: directory of the sockets; empty means $VCHAN_SOCKET_DIR or /var/run/vchan.
   std::string socket_dir;
   // Our own domain id; nullopt means $VCHAN_DOMAIN or 0.
