@@ -29,9 +29,13 @@ struct Options {
   std::optional<int> own_domain;
   // Client connect retry: how long to keep retrying a missing/refused socket. nullopt = forever.
   std::optional<std::chrono::milliseconds> connect_timeout;
-  // Ring sizes (hints for xen; socket backend sets SO_SNDBUF/SO_RCVBUF when non-zero).
+  // Ring sizes (hints for xen; the socket backend raises SO_SNDBUF so that an empty
+  // channel reports BufferSpace() >= write_min; it never shrinks the kernel default).
   size_t read_min = 0;
   size_t write_min = 0;
+  // virtio-serial backend: directory of the port devices; empty means $VCHAN_VIRTIO_DIR or
+  // /dev/virtio-ports. The device is <dir>/org.odyssey.vchan.<port>.
+  std::string virtio_dir;
 };
 
 // Path of the socket for a server in server_domain talking to client_domain on port:
@@ -41,7 +45,24 @@ std::string SocketPath(const std::string& dir, int server_domain, int client_dom
 std::string EffectiveSocketDir(const Options& opts);
 // Our own domain id in effect for opts ($VCHAN_DOMAIN or 0 by default).
 int EffectiveOwnDomain(const Options& opts);
+// The backend in effect for opts; an unknown $VCHAN_BACKEND value is an error.
+Result<Backend> EffectiveBackend(const Options& opts);
+// "socket", "xen", "virtio-serial" -> Backend; anything else is an error.
+Result<Backend> ParseBackend(const std::string& name);
+const char* BackendName(Backend backend);
+// Whether this build has the xen backend (libxenvchan was found at build time).
+bool XenBackendCompiled();
+// Device path of a virtio-serial port: <dir>/org.odyssey.vchan.<port>.
+std::string VirtioPortPath(const std::string& dir, int port);
+// The virtio port directory in effect for opts ($VCHAN_VIRTIO_DIR or /dev/virtio-ports).
+std::string EffectiveVirtioDir(const Options& opts);
 
+// True for the error Read()/Recv() return at end of stream (the peer closed cleanly).
+inline bool IsPeerClosed(const Error& error) { return error.code == 0; }
+
+// Threading: once connected, one thread may read (Read/Recv/DataReady) while another
+// writes (Write/Send/BufferSpace); Close() may come from any thread and wakes both.
+// Everything else belongs to one thread at a time.
 class Vchan {
  public:
   virtual ~Vchan() = default;
@@ -68,11 +89,17 @@ class Vchan {
   virtual State GetState() = 0;
   bool IsOpen() { return GetState() != State::kClosed; }
   // Blocks until there is an event (data, space, connect, close); like libvchan_wait.
+  // Data and close are level-triggered (Wait returns at once while data is unread);
+  // "space freed" is an edge, consumed by Wait/WaitFor.
   virtual Status Wait() = 0;
+  // Like Wait() but gives up after timeout (nullopt: never); true = an event was seen.
+  // The default polls PollFd() and then calls Wait().
+  virtual Result<bool> WaitFor(std::optional<std::chrono::milliseconds> timeout);
   // An fd that becomes readable whenever Wait() would return (for poll/epoll/Boost.Asio;
   // wrap a dup() of it in Asio, the Vchan keeps ownership).
   virtual int PollFd() const = 0;
-  // Shuts the stream down; the peer sees EOF. Idempotent.
+  // Shuts the stream down; the peer sees EOF. Idempotent. PollFd() stays valid (and
+  // readable) until the object is destroyed.
   virtual void Close() = 0;
   // Non-blocking mode for Read/Write (Recv/Send always block).
   virtual void SetNonBlocking(bool on) = 0;
