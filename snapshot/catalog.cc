@@ -39,7 +39,7 @@ Result<std::optional<SnapshotInfo>> Catalog::Find(const std::string& template_na
   const std::string payload = PayloadPath(template_name, backend);
   struct stat st;
   if (::stat(HeaderPath(payload).c_str(), &st) != 0 && errno == ENOENT) {
-    if (::stat(payload.c_str(), &st) == 0) (void)Remove(payload);  // unsealed: a crashed save
+    // An unsealed payload is a save in progress or one that crashed; a prepare overwrites it.
     return std::optional<SnapshotInfo>();
   }
   auto info = Verify(payload, max_payload_bytes);

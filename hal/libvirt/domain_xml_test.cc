@@ -1,0 +1,49 @@
+#include "hal/libvirt/domain_xml.h"
+
+#include <gtest/gtest.h>
+
+namespace odyssey::hal::libvirt {
+namespace {
+
+TEST(DomainXmlTest, PortsSocketsAndEscaping) {
+  DomainXmlParams p;
+  p.name = "disp1";
+  p.uuid = RandomUuid();
+  p.kernel = "/img/vmlinuz";
+  p.initrd = "/img/initrd.img";
+  p.cmdline = "console=ttyS0 a<b";
+  p.console_log = "/s/d/console.log";
+  p.socket_dir = "/s/sockets";
+  p.domid = 7;
+  std::string xml = BuildDomainXml(p);
+  EXPECT_NE(xml.find("<domain type='qemu'>"), std::string::npos);
+  EXPECT_NE(xml.find("<name>disp1</name>"), std::string::npos);
+  EXPECT_NE(xml.find("path='/s/sockets/vchan.7.0.512.sock'"), std::string::npos);
+  EXPECT_NE(xml.find("name='org.odyssey.vchan.512'"), std::string::npos);
+  EXPECT_NE(xml.find("name='org.odyssey.vchan.516'"), std::string::npos);
+  EXPECT_EQ(xml.find("vchan.517"), std::string::npos);
+  EXPECT_NE(xml.find("a&lt;b"), std::string::npos);
+  EXPECT_EQ(xml.find("<disk"), std::string::npos);
+  p.disk = "/s/d/disk.qcow2";
+  p.virt_type = "kvm";
+  xml = BuildDomainXml(p);
+  EXPECT_NE(xml.find("<source file='/s/d/disk.qcow2'/>"), std::string::npos);
+  EXPECT_NE(xml.find("<domain type='kvm'>"), std::string::npos);
+}
+
+TEST(DomainXmlTest, UuidsAreVersion4AndDistinct) {
+  std::string a = RandomUuid(), b = RandomUuid();
+  ASSERT_EQ(a.size(), 36u);
+  EXPECT_EQ(a[14], '4');
+  EXPECT_NE(a, b);
+}
+
+TEST(DomainXmlTest, ReplaceAllCounts) {
+  std::string s = "aXbXc";
+  EXPECT_EQ(ReplaceAll(&s, "X", "XX"), 2u);
+  EXPECT_EQ(s, "aXXbXXc");
+  EXPECT_EQ(HostSocketPath("/d", 3, 513), "/d/vchan.3.0.513.sock");
+}
+
+}  // namespace
+}  // namespace odyssey::hal::libvirt

@@ -1,0 +1,625 @@
+#include "hal/libvirt/libvirt_hypervisor.h"
+
+#include <fcntl.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "base/io.h"
+#include "hal/libvirt/domain_xml.h"
+#include "snapshot/catalog.h"
+#include "snapshot/snapshot_file.h"
+
+namespace odyssey::hal::libvirt {
+
+// The libvirt connection, shared by the hypervisor and its domains, plus the names of the
+// domains that live objects own (everything else in the connection is a leftover).
+struct Connection {
+  virConnectPtr conn = nullptr;
+  std::string uri;
+  std::string embed_root;  // empty unless qemu:///embed
+  std::mutex mu;
+  std::set<std::string> owned;
+  ~Connection() {
+    if (conn) virConnectClose(conn);
+  }
+};
+
+namespace {
+
+constexpr uint32_t kMsgHello = 0x300;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// libvirt prints every error to stderr by default; we report them through Result instead.
+void SilentErrorHandler(void*, virErrorPtr) {}
+
+// Embedded drivers need an event loop; one thread runs libvirt's default one for the process.
+void StartEventLoopOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    virInitialize();
+    virSetErrorFunc(nullptr, SilentErrorHandler);
+    virEventRegisterDefaultImpl();
+    std::thread([] {
+      for (;;) virEventRunDefaultImpl();
+    }).detach();
+  });
+}
+
+Error LibvirtError(const std::string& call, const std::string& object) {
+  const char* msg = virGetLastErrorMessage();
+  return Error{call + "(" + object + "): " + (msg ? msg : "unknown libvirt error"), EIO};
+}
+
+bool IsValidName(const std::string& name) {
+  if (name.empty() || name.size() > 48 || name[0] == '.' || name[0] == '-') return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Status MakeDirs(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Error{"creating " + dir + ": " + ec.message(), ec.value()};
+  return OkStatus();
+}
+
+void RemoveTree(const std::string& dir) {
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+std::string EmbedRootOf(const std::string& uri) {
+  const std::string prefix = "qemu:///embed?root=";
+  if (uri.rfind(prefix, 0) != 0) return {};
+  return uri.substr(prefix.size());
+}
+
+// The embedded driver's config: run QEMU as ourselves, no SELinux/AppArmor labelling, QEMU's
+// output straight to files (no virtlogd), no cgroups of its own.
+Status WriteEmbedQemuConf(const std::string& root) {
+  ODYSSEY_TRY(MakeDirs(root + "/etc"));
+  std::string conf =
+      "# Written by Odyssey's libvirt backend for the embedded QEMU driver.\n"
+      "user = \"+" + std::to_string(::getuid()) + "\"\n"
+      "group = \"+" + std::to_string(::getgid()) + "\"\n"
+      "security_driver = \"none\"\n"
+      "stdio_handler = \"file\"\n"
+      "dynamic_ownership = 0\n"
+      "remember_owner = 0\n";
+  return WriteFileAtomic(root + "/etc/qemu.conf", conf, 0644);
+}
+
+Result<int> ConnectUnix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return Error{"socket path too long: " + path, ENAMETOOLONG};
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error::Errno("socket", path);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Error::Errno(err, "connect", path);
+  }
+  return fd;
+}
+
+std::string Field(const snapshot::SnapshotInfo& info, const std::string& key) {
+  auto it = info.fields.find(key);
+  return it == info.fields.end() ? std::string() : it->second;
+}
+
+// A prepared template: the sealed save image and the facts needed to rewrite its XML.
+class LibvirtSnapshot final : public hal::Snapshot {
+ public:
+  LibvirtSnapshot(std::string payload, snapshot::SnapshotInfo info, std::string xml)
+      : payload_(std::move(payload)), info_(std::move(info)), xml_(std::move(xml)) {}
+  const std::string& template_name() const override { return info_.template_name; }
+  const std::string& payload() const { return payload_; }
+  const snapshot::SnapshotInfo& info() const { return info_; }
+  const std::string& xml() const { return xml_; }
+
+ private:
+  std::string payload_;
+  snapshot::SnapshotInfo info_;
+  std::string xml_;
+};
+
+}  // namespace
+
+Result<UniqueFd> WaitForAgentHello(const std::string& socket_path, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  auto remaining_ms = [&] {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    return static_cast<int>(std::max<int64_t>(0, left.count()));
+  };
+  UniqueFd fd;
+  for (;;) {
+    auto c = ConnectUnix(socket_path);
+    if (c.ok()) {
+      fd.reset(*c);
+      break;
+    }
+    if (c.error().code != ENOENT && c.error().code != ECONNREFUSED) return c.error();
+    if (remaining_ms() == 0) return c.error().Wrap("waiting for the agent's socket");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  unsigned char untrusted_hello[12];
+  size_t got = 0;
+  while (got < sizeof untrusted_hello) {
+    pollfd p{fd.get(), POLLIN, 0};
+    int n = ::poll(&p, 1, remaining_ms());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error::Errno("poll", socket_path);
+    if (n == 0) {
+      return Error{"no HELLO from the agent on " + socket_path + " within " +
+                       std::to_string(timeout.count()) + " ms",
+                   ETIMEDOUT};
+    }
+    ssize_t r = ::read(fd.get(), untrusted_hello + got, sizeof untrusted_hello - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return Error::Errno("read", socket_path);
+    if (r == 0) {
+      return Error{"agent socket " + socket_path + " closed before HELLO (QEMU exited?)", EPIPE};
+    }
+    got += static_cast<size_t>(r);
+  }
+  uint32_t type, len;
+  std::memcpy(&type, untrusted_hello, 4);
+  std::memcpy(&len, untrusted_hello + 4, 4);
+  if (type != kMsgHello || len != 4) {
+    return Error{"agent on " + socket_path + " sent message type " + std::to_string(type) +
+                     " length " + std::to_string(len) + " instead of HELLO",
+                 EPROTO};
+  }
+  return fd;
+}
+
+// ---------------------------------------------------------------------------------------
+// LibvirtDomain
+
+LibvirtDomain::LibvirtDomain(std::shared_ptr<Connection> conn, void* dom, std::string name, int domid,
+                             std::string socket_dir, std::string clone_dir)
+    : conn_(std::move(conn)),
+      dom_(dom),
+      name_(std::move(name)),
+      domid_(domid),
+      socket_dir_(std::move(socket_dir)),
+      clone_dir_(std::move(clone_dir)) {
+  std::lock_guard<std::mutex> lock(conn_->mu);
+  conn_->owned.insert(name_);
+}
+
+LibvirtDomain::~LibvirtDomain() {
+  if (dom_) virDomainFree(static_cast<virDomainPtr>(dom_));
+  std::lock_guard<std::mutex> lock(conn_->mu);
+  conn_->owned.erase(name_);
+}
+
+DomainState LibvirtDomain::state() {
+  if (destroyed_ || !dom_) return DomainState::kShutOff;
+  int st = 0, reason = 0;
+  if (virDomainGetState(static_cast<virDomainPtr>(dom_), &st, &reason, 0) != 0) return DomainState::kShutOff;
+  switch (st) {
+    case VIR_DOMAIN_RUNNING:
+      return DomainState::kRunning;
+    case VIR_DOMAIN_PAUSED:
+    case VIR_DOMAIN_PMSUSPENDED:
+      return DomainState::kPaused;
+    case VIR_DOMAIN_CRASHED:
+      return DomainState::kCrashed;
+    default:
+      return DomainState::kShutOff;
+  }
+}
+
+Status LibvirtDomain::Resume() {
+  if (destroyed_) return Error{"resuming domain " + name_ + ": already destroyed", ESRCH};
+  if (virDomainResume(static_cast<virDomainPtr>(dom_)) != 0) return LibvirtError("virDomainResume", name_);
+  return OkStatus();
+}
+
+Status LibvirtDomain::Pause() {
+  if (destroyed_) return Error{"pausing domain " + name_ + ": already destroyed", ESRCH};
+  if (virDomainSuspend(static_cast<virDomainPtr>(dom_)) != 0) return LibvirtError("virDomainSuspend", name_);
+  return OkStatus();
+}
+
+Status LibvirtDomain::Destroy() {
+  if (destroyed_) return OkStatus();
+  auto* dom = static_cast<virDomainPtr>(dom_);
+  if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) != 0 && virDomainIsActive(dom) == 1) {
+    return LibvirtError("virDomainDestroy", name_);
+  }
+  virDomainFree(dom);
+  dom_ = nullptr;
+  destroyed_ = true;
+  for (int port : DomainPorts()) ::unlink(HostSocketPath(socket_dir_, domid_, port).c_str());
+  RemoveTree(clone_dir_);
+  return OkStatus();
+}
+
+int LibvirtDomain::qemu_pid() const {
+  if (conn_->embed_root.empty() || destroyed_) return -1;
+  auto text = ReadFileToString(conn_->embed_root + "/run/qemu/" + name_ + ".pid", 64);
+  if (!text.ok()) return -1;
+  return std::atoi(text->c_str());
+}
+
+Result<ResourceStats> LibvirtDomain::Stats() {
+  if (destroyed_) return Error{"stats of domain " + name_ + ": already destroyed", ESRCH};
+  virDomainInfo info;
+  if (virDomainGetInfo(static_cast<virDomainPtr>(dom_), &info) != 0) return LibvirtError("virDomainGetInfo", name_);
+  ResourceStats stats;
+  stats.cpu_time_ns = info.cpuTime;
+  stats.memory_bytes = static_cast<uint64_t>(info.memory) << 10;
+  int pid = qemu_pid();
+  if (pid > 0) {
+    std::ifstream rollup("/proc/" + std::to_string(pid) + "/smaps_rollup");
+    std::string key;
+    uint64_t kib;
+    while (rollup >> key) {
+      if (key == "Rss:" && rollup >> kib) stats.memory_bytes = kib << 10;
+      if (key == "Pss:" && rollup >> kib) stats.memory_pss_bytes = kib << 10;
+    }
+    stats.pids = 1;
+  }
+  return stats;
+}
+
+VchanEndpoint LibvirtDomain::vchan() const {
+  VchanEndpoint ep;
+  ep.domid = domid_;
+  ep.socket_dir = socket_dir_;
+  return ep;
+}
+
+std::string LibvirtDomain::control_socket() const { return HostSocketPath(socket_dir_, domid_, kControlPort); }
+
+// ---------------------------------------------------------------------------------------
+// LibvirtHypervisor
+
+struct LibvirtHypervisor::Boot {
+  virDomainPtr dom = nullptr;
+  int domid = 0;
+  std::string clone_dir;
+  DomainXmlParams params;
+};
+
+LibvirtHypervisor::LibvirtHypervisor(Options opts, std::shared_ptr<Connection> conn)
+    : opts_(std::move(opts)),
+      socket_dir_(opts_.state_dir + "/sockets"),
+      clones_dir_(opts_.state_dir + "/domains"),
+      conn_(std::move(conn)) {}
+
+LibvirtHypervisor::~LibvirtHypervisor() = default;
+
+Result<std::unique_ptr<LibvirtHypervisor>> LibvirtHypervisor::Create(Options opts) {
+  if (opts.state_dir.empty()) return Error{"libvirt backend: state_dir is required", EINVAL};
+  if (opts.snapshot_dir.empty()) opts.snapshot_dir = opts.state_dir + "/snapshots";
+  if (opts.uri.empty() || opts.uri == "libvirt") opts.uri = "qemu:///embed?root=" + opts.state_dir + "/libvirt";
+  if (!opts.accel.empty() && opts.accel != "kvm" && opts.accel != "tcg") {
+    return Error{"libvirt backend: accelerator '" + opts.accel + "' is neither kvm nor tcg", EINVAL};
+  }
+  for (const std::string& d : {opts.state_dir, opts.state_dir + "/sockets", opts.state_dir + "/domains",
+                               opts.snapshot_dir}) {
+    ODYSSEY_TRY(MakeDirs(d));
+  }
+  auto conn = std::make_shared<Connection>();
+  conn->uri = opts.uri;
+  conn->embed_root = EmbedRootOf(opts.uri);
+  if (!conn->embed_root.empty()) {
+    Status st = WriteEmbedQemuConf(conn->embed_root);
+    if (!st.ok()) return st.error().Wrap("configuring embedded libvirt at " + conn->embed_root);
+  }
+  StartEventLoopOnce();
+  conn->conn = virConnectOpen(opts.uri.c_str());
+  if (!conn->conn) return LibvirtError("virConnectOpen", opts.uri);
+  return std::unique_ptr<LibvirtHypervisor>(new LibvirtHypervisor(std::move(opts), std::move(conn)));
+}
+
+std::string LibvirtHypervisor::uri() const { return opts_.uri; }
+
+int LibvirtHypervisor::NextDomid() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (;;) {
+    int id = next_domid_++;
+    struct stat st;
+    if (::stat(HostSocketPath(socket_dir_, id, kControlPort).c_str(), &st) != 0) return id;
+  }
+}
+
+Result<LibvirtHypervisor::Boot> LibvirtHypervisor::BootDomain(const TemplateSpec& tmpl, const std::string& name,
+                                                               const std::string& accel, unsigned flags) {
+  if (tmpl.kernel.empty() || tmpl.initrd.empty()) {
+    return Error{"template " + tmpl.name + ": a VM template needs kernel and initrd", EINVAL};
+  }
+  Boot boot;
+  boot.domid = NextDomid();
+  boot.clone_dir = clones_dir_ + "/" + name;
+  RemoveTree(boot.clone_dir);
+  ODYSSEY_TRY(MakeDirs(boot.clone_dir));
+  DomainXmlParams& p = boot.params;
+  p.name = name;
+  p.uuid = RandomUuid();
+  p.virt_type = accel == "kvm" ? "kvm" : "qemu";
+  p.memory_bytes = tmpl.memory_bytes;
+  p.kernel = fs::absolute(tmpl.kernel).string();
+  p.initrd = fs::absolute(tmpl.initrd).string();
+  p.cmdline = opts_.cmdline;
+  p.console_log = boot.clone_dir + "/console.log";
+  p.socket_dir = socket_dir_;
+  p.domid = boot.domid;
+  if (!tmpl.disk.empty()) {
+    // Clones write to their own overlay; the template's disk is never modified.
+    p.disk = boot.clone_dir + "/disk.qcow2";
+    std::string cmd = "qemu-img create -q -f qcow2 -F qcow2 -b '" + fs::absolute(tmpl.disk).string() +
+                      "' '" + p.disk + "' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) != 0) {
+      RemoveTree(boot.clone_dir);
+      return Error{"creating overlay " + p.disk + " on " + tmpl.disk + " failed", EIO};
+    }
+  }
+  std::string xml = BuildDomainXml(p);
+  boot.dom = virDomainCreateXML(conn_->conn, xml.c_str(), flags);
+  if (!boot.dom) {
+    Error err = LibvirtError("virDomainCreateXML", name);
+    RemoveTree(boot.clone_dir);
+    return err;
+  }
+  return boot;
+}
+
+Result<std::string> LibvirtHypervisor::ProbeAccelerator(const TemplateSpec& tmpl) {
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) return std::string("tcg");
+  const std::string name = "odyssey-probe-" + tmpl.name;
+  auto boot = BootDomain(tmpl, name, "kvm", 0);
+  if (!boot.ok()) return std::string("tcg");
+  LibvirtDomain dom(conn_, boot->dom, name, boot->domid, socket_dir_, boot->clone_dir);
+  auto hello = WaitForAgentHello(dom.control_socket(), opts_.kvm_probe_timeout);
+  (void)dom.Destroy();
+  return std::string(hello.ok() ? "kvm" : "tcg");
+}
+
+Result<std::string> LibvirtHypervisor::Accelerator(const TemplateSpec& tmpl) {
+  if (!opts_.accel.empty()) return opts_.accel;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = accel_cache_.find(tmpl.name);
+    if (it != accel_cache_.end()) return it->second;
+  }
+  const std::string cache_file = opts_.snapshot_dir + "/" + tmpl.name + ".accel";
+  std::string accel;
+  if (auto cached = ReadFileToString(cache_file, 16); cached.ok() && (*cached == "kvm" || *cached == "tcg")) {
+    accel = *cached;
+  } else {
+    auto probed = ProbeAccelerator(tmpl);
+    if (!probed.ok()) return probed.error();
+    accel = *probed;
+    (void)WriteFileAtomic(cache_file, accel);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  accel_cache_[tmpl.name] = accel;
+  return accel;
+}
+
+Result<DomainPtr> LibvirtHypervisor::StartPaused(const TemplateSpec& tmpl, const DomainSpec& spec) {
+  if (!IsValidName(spec.name)) return Error{"invalid domain name '" + spec.name + "'", EINVAL};
+  auto accel = Accelerator(tmpl);
+  if (!accel.ok()) return accel.error().Wrap("starting domain " + spec.name);
+  auto boot = BootDomain(tmpl, spec.name, *accel, VIR_DOMAIN_START_PAUSED);
+  if (!boot.ok()) return boot.error().Wrap("starting domain " + spec.name);
+  return DomainPtr(new LibvirtDomain(conn_, boot->dom, spec.name, boot->domid, socket_dir_, boot->clone_dir));
+}
+
+Result<SnapshotPtr> LibvirtHypervisor::PrepareSnapshot(const TemplateSpec& tmpl) {
+  if (!snapshot::IsValidTemplateName(tmpl.name)) return Error{"invalid template name '" + tmpl.name + "'", EINVAL};
+  auto catalog = snapshot::Catalog::Open(opts_.snapshot_dir);
+  if (!catalog.ok()) return catalog.error();
+  auto accel = Accelerator(tmpl);
+  if (!accel.ok()) return accel.error().Wrap("preparing template " + tmpl.name);
+  const std::string name = "odyssey-tmpl-" + tmpl.name;
+  auto boot = BootDomain(tmpl, name, *accel, 0);
+  if (!boot.ok()) return boot.error().Wrap("preparing template " + tmpl.name);
+  LibvirtDomain dom(conn_, boot->dom, name, boot->domid, socket_dir_, boot->clone_dir);
+  boot->dom = nullptr;  // owned by dom now
+  auto fail = [&](const Error& e) {
+    (void)dom.Destroy();
+    return e.Wrap("preparing template " + tmpl.name);
+  };
+  {
+    auto hello = WaitForAgentHello(dom.control_socket(), opts_.hello_timeout);
+    if (!hello.ok()) return fail(hello.error());
+    // Closing here makes the agent wait for the next host and greet it: every restored
+    // clone then says HELLO to its own host. Give the guest a moment to see the close.
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+  const std::string payload = catalog->PayloadPath(tmpl.name, kSnapshotBackend);
+  const std::string tmp = payload + ".tmp." + std::to_string(::getpid());
+  ::unlink(tmp.c_str());
+  auto* vdom = virDomainLookupByName(conn_->conn, name.c_str());
+  if (!vdom) return fail(LibvirtError("virDomainLookupByName", name));
+  int rc = virDomainSaveFlags(vdom, tmp.c_str(), nullptr, VIR_DOMAIN_SAVE_PAUSED);
+  Error save_err = rc != 0 ? LibvirtError("virDomainSaveFlags", name + " -> " + tmp) : Error{};
+  virDomainFree(vdom);
+  if (rc != 0) {
+    ::unlink(tmp.c_str());
+    return fail(save_err);
+  }
+  (void)dom.Destroy();  // the save stopped QEMU; this removes the template's sockets and files
+  if (::rename(tmp.c_str(), payload.c_str()) != 0) {
+    Error e = Error::Errno("rename", tmp);
+    ::unlink(tmp.c_str());
+    return e.Wrap("preparing template " + tmpl.name);
+  }
+  snapshot::SnapshotInfo info;
+  info.template_name = tmpl.name;
+  info.backend = kSnapshotBackend;
+  info.fields["domain_name"] = name;
+  info.fields["uuid"] = boot->params.uuid;
+  info.fields["socket_prefix"] = socket_dir_ + "/vchan." + std::to_string(boot->domid) + ".0.";
+  info.fields["console_log"] = boot->params.console_log;
+  info.fields["accel"] = *accel;
+  info.fields["memory_bytes"] = std::to_string(tmpl.memory_bytes);
+  info.fields["disk"] = tmpl.disk.empty() ? "" : fs::absolute(tmpl.disk).string();
+  auto sealed = snapshot::Seal(payload, info);
+  if (!sealed.ok()) return sealed.error().Wrap("preparing template " + tmpl.name);
+  char* xml = virDomainSaveImageGetXMLDesc(conn_->conn, payload.c_str(), 0);
+  if (!xml) return LibvirtError("virDomainSaveImageGetXMLDesc", payload);
+  std::string xml_text(xml);
+  free(xml);
+  return SnapshotPtr(std::make_shared<LibvirtSnapshot>(payload, std::move(*sealed), std::move(xml_text)));
+}
+
+Result<SnapshotPtr> LibvirtHypervisor::OpenSnapshot(const TemplateSpec& tmpl) {
+  auto catalog = snapshot::Catalog::Open(opts_.snapshot_dir);
+  if (!catalog.ok()) return catalog.error();
+  auto found = catalog->Find(tmpl.name, kSnapshotBackend);
+  if (!found.ok()) return found.error().Wrap("opening snapshot of template " + tmpl.name);
+  if (!found->has_value()) return SnapshotPtr();
+  const std::string payload = catalog->PayloadPath(tmpl.name, kSnapshotBackend);
+  char* xml = virDomainSaveImageGetXMLDesc(conn_->conn, payload.c_str(), 0);
+  if (!xml) {
+    Error e = LibvirtError("virDomainSaveImageGetXMLDesc", payload);
+    (void)snapshot::Remove(payload);
+    return e.Wrap("snapshot of template " + tmpl.name + " is unreadable; removed it, prepare it again");
+  }
+  std::string xml_text(xml);
+  free(xml);
+  return SnapshotPtr(std::make_shared<LibvirtSnapshot>(payload, std::move(**found), std::move(xml_text)));
+}
+
+Result<SnapshotPtr> LibvirtHypervisor::OpenOrPrepareSnapshot(const TemplateSpec& tmpl, std::string* note) {
+  auto opened = OpenSnapshot(tmpl);
+  if (opened.ok() && *opened) return opened;
+  if (!opened.ok() && note) *note = opened.error().message;
+  return PrepareSnapshot(tmpl);
+}
+
+Result<DomainPtr> LibvirtHypervisor::CloneFromSnapshot(const SnapshotPtr& snap, const DomainSpec& spec) {
+  auto* s = dynamic_cast<const LibvirtSnapshot*>(snap.get());
+  if (!s) return Error{"cloning " + spec.name + ": snapshot is not a libvirt snapshot", EINVAL};
+  if (!IsValidName(spec.name)) return Error{"invalid domain name '" + spec.name + "'", EINVAL};
+  const auto& info = s->info();
+  const int domid = NextDomid();
+  const std::string clone_dir = clones_dir_ + "/" + spec.name;
+  RemoveTree(clone_dir);
+  ODYSSEY_TRY(MakeDirs(clone_dir));
+
+  // Per-clone XML: the saved XML with the template's identity and paths replaced. Everything
+  // else must stay as saved (libvirt checks the ABI against the image).
+  std::string xml = s->xml();
+  bool ok = ReplaceAll(&xml, "<name>" + XmlEscape(Field(info, "domain_name")) + "</name>",
+                       "<name>" + XmlEscape(spec.name) + "</name>") == 1;
+  ok = ok && ReplaceAll(&xml, "<uuid>" + Field(info, "uuid") + "</uuid>", "<uuid>" + RandomUuid() + "</uuid>") == 1;
+  ok = ok && ReplaceAll(&xml, XmlEscape(Field(info, "socket_prefix")),
+                        XmlEscape(socket_dir_ + "/vchan." + std::to_string(domid) + ".0.")) ==
+                 DomainPorts().size();
+  ReplaceAll(&xml, XmlEscape(Field(info, "console_log")), XmlEscape(clone_dir + "/console.log"));
+  if (!ok) {
+    RemoveTree(clone_dir);
+    return Error{"cloning " + spec.name + ": snapshot XML of template " + s->template_name() +
+                     " does not have the recorded name, uuid or sockets",
+                 EINVAL};
+  }
+  if (const std::string disk = Field(info, "disk"); !disk.empty()) {
+    const std::string overlay = clone_dir + "/disk.qcow2";
+    std::string cmd = "qemu-img create -q -f qcow2 -F qcow2 -b '" + disk + "' '" + overlay + "' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) != 0) {
+      RemoveTree(clone_dir);
+      return Error{"cloning " + spec.name + ": creating overlay " + overlay + " failed", EIO};
+    }
+    // The saved XML names the template domain's overlay; point it at the clone's.
+    const std::string tmpl_overlay = fs::path(Field(info, "console_log")).parent_path().string() + "/disk.qcow2";
+    ReplaceAll(&xml, XmlEscape(tmpl_overlay), XmlEscape(overlay));
+  }
+  if (virDomainRestoreFlags(conn_->conn, s->payload().c_str(), xml.c_str(), VIR_DOMAIN_SAVE_PAUSED) != 0) {
+    Error e = LibvirtError("virDomainRestoreFlags", spec.name + " <- " + s->payload());
+    for (int port : DomainPorts()) ::unlink(HostSocketPath(socket_dir_, domid, port).c_str());
+    RemoveTree(clone_dir);
+    return e;
+  }
+  virDomainPtr dom = virDomainLookupByName(conn_->conn, spec.name.c_str());
+  if (!dom) return LibvirtError("virDomainLookupByName", spec.name);
+  return DomainPtr(new LibvirtDomain(conn_, dom, spec.name, domid, socket_dir_, clone_dir));
+}
+
+Result<std::vector<Leftover>> LibvirtHypervisor::ListLeftovers() {
+  std::vector<Leftover> out;
+  std::set<std::string> owned;
+  {
+    std::lock_guard<std::mutex> lock(conn_->mu);
+    owned = conn_->owned;
+  }
+  virDomainPtr* doms = nullptr;
+  int n = virConnectListAllDomains(conn_->conn, &doms, 0);
+  if (n < 0) return LibvirtError("virConnectListAllDomains", opts_.uri);
+  std::set<std::string> live;
+  for (int i = 0; i < n; ++i) {
+    std::string name = virDomainGetName(doms[i]);
+    live.insert(name);
+    if (!owned.count(name)) out.push_back(Leftover{"domain", name});
+    virDomainFree(doms[i]);
+  }
+  free(doms);
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(clones_dir_, ec)) {
+    std::string name = entry.path().filename().string();
+    if (!owned.count(name) && !live.count(name)) out.push_back(Leftover{"disk", entry.path().string()});
+  }
+  return out;
+}
+
+Status LibvirtHypervisor::DestroyLeftover(const Leftover& leftover) {
+  if (leftover.kind == "domain") {
+    virDomainPtr dom = virDomainLookupByName(conn_->conn, leftover.id.c_str());
+    if (!dom) return OkStatus();
+    int rc = virDomainDestroy(dom);
+    Error err = rc != 0 ? LibvirtError("virDomainDestroy", leftover.id) : Error{};
+    virDomainFree(dom);
+    RemoveTree(clones_dir_ + "/" + leftover.id);
+    if (rc != 0) return err;
+    return OkStatus();
+  }
+  if (leftover.kind == "disk") {
+    if (fs::path(leftover.id).parent_path() != fs::path(clones_dir_)) {
+      return Error{"leftover " + leftover.id + " is not under " + clones_dir_, EINVAL};
+    }
+    RemoveTree(leftover.id);
+    return OkStatus();
+  }
+  return Error{"unknown leftover kind " + leftover.kind, EINVAL};
+}
+
+Result<HypervisorPtr> OpenLibvirt(const std::string& uri, const std::string& state_dir) {
+  Options opts;
+  opts.uri = uri;
+  opts.state_dir = state_dir;
+  auto hv = LibvirtHypervisor::Create(std::move(opts));
+  if (!hv.ok()) return hv.error();
+  return HypervisorPtr(std::move(*hv));
+}
+
+}  // namespace odyssey::hal::libvirt
