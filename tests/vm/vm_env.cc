@@ -1,0 +1,249 @@
+#include "tests/vm/vm_env.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "base/io.h"
+#include "snapshot/catalog.h"
+#include "snapshot/snapshot_file.h"
+
+#ifndef ODYSSEY_SOURCE_DIR
+#error "ODYSSEY_SOURCE_DIR must name the source tree"
+#endif
+#ifndef ODYSSEY_VM_TEST_AGENT
+#error "ODYSSEY_VM_TEST_AGENT must name the static test agent"
+#endif
+
+namespace odyssey::testing_vm {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr char kTemplate[] = "odyssey-test";
+constexpr char kLibvirtQemuDriver[] = "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so";
+
+std::string ImageCache() {
+  const char* env = std::getenv("ODYSSEY_IMAGE_CACHE");
+  return env && *env ? env : "/var/cache/odyssey/images";
+}
+
+// Runs a shell command, returning its stdout; stderr goes to err_file.
+Result<std::string> RunCapture(const std::string& cmd, const std::string& err_file) {
+  std::string full = cmd + " 2>'" + err_file + "'";
+  FILE* p = ::popen(full.c_str(), "r");
+  if (!p) return Error::Errno("popen", cmd);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int rc = ::pclose(p);
+  if (rc != 0) {
+    auto err = ReadFileToString(err_file, 1 << 20);
+    return Error{cmd + " failed (status " + std::to_string(rc) + "): " + (err.ok() ? *err : ""), EIO};
+  }
+  return out;
+}
+
+// An exclusive lock on a file, held while the object lives.
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
+    if (fd_ >= 0) ::flock(fd_, LOCK_EX);
+  }
+  ~FileLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+Status CopyFile(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  const std::string tmp = to + ".tmp." + std::to_string(::getpid());
+  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+  if (ec) return Error{"copying " + from + " to " + tmp + ": " + ec.message(), ec.value()};
+  fs::rename(tmp, to, ec);
+  if (ec) return Error{"renaming " + tmp + ": " + ec.message(), ec.value()};
+  return OkStatus();
+}
+
+}  // namespace
+
+namespace {
+VmEnv* g_env = nullptr;  // lives for the process; the test program's TearDown cleans up
+}  // namespace
+
+VmEnv& VmEnv::Get() {
+  static VmEnv* env = g_env = new VmEnv();
+  return *env;
+}
+
+VmEnv* VmEnv::IfCreated() { return g_env; }
+
+VmEnv::VmEnv() {
+  if (::access("/usr/bin/qemu-system-x86_64", X_OK) != 0) {
+    skip_reason_ = "qemu-system-x86_64 is not installed";
+    return;
+  }
+  if (::access(kLibvirtQemuDriver, R_OK) != 0) {
+    skip_reason_ = "libvirt's QEMU driver is not installed (libvirt-daemon-driver-qemu)";
+    return;
+  }
+  if (::access("/bin/busybox", X_OK) != 0 && ::access("/usr/bin/busybox", X_OK) != 0) {
+    skip_reason_ = "busybox is not installed";
+    return;
+  }
+  char tmpl[] = "/tmp/ody-vm-XXXXXX";
+  if (!::mkdtemp(tmpl)) {
+    setup_error_ = "mkdtemp failed";
+    return;
+  }
+  state_dir_ = tmpl;
+  if (Status st = BuildImage(); !st.ok()) {
+    setup_error_ = "building the guest image: " + st.error().message;
+    return;
+  }
+  tmpl_.name = kTemplate;
+  tmpl_.kind = "vm";
+  tmpl_.kernel = image_dir_ + "/vmlinuz";
+  tmpl_.initrd = image_dir_ + "/initrd.img";
+  tmpl_.memory_bytes = 256ull << 20;
+  tmpl_.agent_path = ODYSSEY_VM_TEST_AGENT;
+  shared_snapshot_dir_ = fs::path(ImageCache()).parent_path().string() + "/snapshots/" +
+                         fs::path(image_dir_).filename().string();
+  hal::libvirt::Options opts;
+  opts.state_dir = state_dir_;
+  opts.snapshot_dir = state_dir_ + "/snapshots";
+  if (const char* accel = std::getenv("ODYSSEY_VM_ACCEL"); accel && *accel) opts.accel = accel;
+  auto hv = hal::libvirt::LibvirtHypervisor::Create(opts);
+  if (!hv.ok()) {
+    setup_error_ = hv.error().message;
+    return;
+  }
+  hv_ = std::move(*hv);
+}
+
+Status VmEnv::BuildImage() {
+  const std::string cmd = "bash '" ODYSSEY_SOURCE_DIR "/guest/build-image.sh' --agent '" ODYSSEY_VM_TEST_AGENT
+                          "' --name odyssey-test --cache-dir '" + ImageCache() + "'";
+  auto out = RunCapture(cmd, state_dir_ + "/build-image.log");
+  if (!out.ok()) return out.error();
+  std::string dir = *out;
+  while (!dir.empty() && (dir.back() == '\n' || dir.back() == ' ')) dir.pop_back();
+  dir = dir.substr(dir.rfind('\n') == std::string::npos ? 0 : dir.rfind('\n') + 1);
+  if (::access((dir + "/vmlinuz").c_str(), R_OK) != 0) return Error{"no vmlinuz in '" + dir + "'", ENOENT};
+  image_dir_ = dir;
+  return OkStatus();
+}
+
+// Links this process's catalog to the shared, verified snapshot, if there is one.
+Status VmEnv::LinkSharedSnapshot() {
+  auto shared = snapshot::Catalog::Open(shared_snapshot_dir_);
+  if (!shared.ok()) return shared.error();
+  auto found = shared->Find(kTemplate, hal::libvirt::kSnapshotBackend);
+  if (!found.ok() || !found->has_value()) return Error{"no shared snapshot", ENOENT};
+  auto own = snapshot::Catalog::Open(hv_->options().snapshot_dir);
+  if (!own.ok()) return own.error();
+  const std::string from = shared->PayloadPath(kTemplate, hal::libvirt::kSnapshotBackend);
+  const std::string to = own->PayloadPath(kTemplate, hal::libvirt::kSnapshotBackend);
+  for (const auto& [f, t] : {std::pair{from, to}, std::pair{snapshot::HeaderPath(from), snapshot::HeaderPath(to)}}) {
+    ::unlink(t.c_str());
+    if (::symlink(f.c_str(), t.c_str()) != 0) return Error::Errno("symlink", t);
+  }
+  return OkStatus();
+}
+
+// Copies this process's freshly prepared snapshot into the shared cache.
+Status VmEnv::PublishSnapshot() {
+  auto own = snapshot::Catalog::Open(hv_->options().snapshot_dir);
+  auto shared = snapshot::Catalog::Open(shared_snapshot_dir_);
+  if (!own.ok() || !shared.ok()) return Error{"opening catalogs", EIO};
+  const std::string from = own->PayloadPath(kTemplate, hal::libvirt::kSnapshotBackend);
+  const std::string to = shared->PayloadPath(kTemplate, hal::libvirt::kSnapshotBackend);
+  ODYSSEY_TRY(CopyFile(from, to));
+  return CopyFile(snapshot::HeaderPath(from), snapshot::HeaderPath(to));
+}
+
+Result<hal::SnapshotPtr> VmEnv::Snapshot() {
+  if (snapshot_) return snapshot_;
+  std::error_code ec;
+  fs::create_directories(shared_snapshot_dir_, ec);
+  FileLock lock(shared_snapshot_dir_ + "/.lock");
+  bool linked = LinkSharedSnapshot().ok();
+  auto snap = hv_->OpenOrPrepareSnapshot(tmpl_);
+  if (!snap.ok()) return snap.error();
+  if (!linked) (void)PublishSnapshot();
+  snapshot_ = *snap;
+  return snapshot_;
+}
+
+std::string VmEnv::UniqueName(const std::string& prefix) {
+  return prefix + std::to_string(::getpid()) + "x" + std::to_string(++counter_);
+}
+
+void VmEnv::Cleanup() {
+  if (hv_) {
+    auto leftovers = hv_->ListLeftovers();
+    if (leftovers.ok()) {
+      for (const auto& l : *leftovers) (void)hv_->DestroyLeftover(l);
+    }
+  }
+}
+
+Result<std::string> CallAgent(int fd, const std::string& input) {
+  uint32_t hdr[2] = {0x190, static_cast<uint32_t>(input.size())};
+  ODYSSEY_TRY(WriteAll(fd, hdr, sizeof hdr));
+  ODYSSEY_TRY(WriteAll(fd, input.data(), input.size()));
+  std::string out;
+  for (;;) {
+    uint32_t untrusted_h[2];
+    ODYSSEY_TRY(ReadExact(fd, untrusted_h, sizeof untrusted_h));
+    if (untrusted_h[1] > 65536) return Error{"agent reply too large", EPROTO};
+    std::string body(untrusted_h[1], '\0');
+    if (!body.empty()) ODYSSEY_TRY(ReadExact(fd, body.data(), body.size()));
+    if (untrusted_h[0] == 0x191) {
+      out += body;
+    } else if (untrusted_h[0] == 0x193) {
+      int32_t code = -1;
+      if (body.size() != 4) return Error{"bad exit code message", EPROTO};
+      std::memcpy(&code, body.data(), 4);
+      if (code != 0) return Error{"agent exit code " + std::to_string(code), EIO};
+      return out;
+    } else {
+      return Error{"unexpected message type " + std::to_string(untrusted_h[0]), EPROTO};
+    }
+  }
+}
+
+bool QemuRunning(const std::string& name) {
+  const std::string needle = "guest=" + name + ",";
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string pid = entry.path().filename().string();
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto cmdline = ReadFileToString(entry.path().string() + "/cmdline", 1 << 20);
+    if (!cmdline.ok()) continue;
+    std::string text = *cmdline;
+    for (char& c : text) {
+      if (c == '\0') c = ' ';
+    }
+    // A zombie has an empty cmdline and is gone as far as resources go.
+    if (text.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace odyssey::testing_vm

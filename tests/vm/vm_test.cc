@@ -1,0 +1,262 @@
+// VM integration tests (libvirt embedded QEMU; TCG where KVM does not work): guest image,
+// cold boot to HELLO, template save + restore, restored clones answering, clean teardown,
+// QEMU dying mid-call, corrupted snapshots. One image and one template snapshot are shared
+// by every test process (tests/vm/vm_env.h), so only the tests that must boot do.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "base/io.h"
+#include "hal/libvirt/libvirt_hypervisor.h"
+#include "snapshot/catalog.h"
+#include "snapshot/snapshot_file.h"
+#include "tests/vm/vm_env.h"
+
+namespace odyssey::testing_vm {
+namespace {
+
+namespace fs = std::filesystem;
+using hal::DomainState;
+using hal::libvirt::LibvirtDomain;
+using hal::libvirt::WaitForAgentHello;
+
+// Removes this process's domains and state dir when the test program ends.
+class VmCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    VmEnv* env = VmEnv::IfCreated();
+    if (!env) return;
+    env->Cleanup();
+    if (!env->state_dir().empty()) {
+      std::error_code ec;
+      fs::remove_all(env->state_dir(), ec);
+    }
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kCleanup = ::testing::AddGlobalTestEnvironment(new VmCleanup);
+
+class VmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    VmEnv& env = VmEnv::Get();
+    if (!env.skip_reason().empty()) GTEST_SKIP() << env.skip_reason();
+    ASSERT_TRUE(env.setup_error().empty()) << env.setup_error();
+  }
+  VmEnv& env() { return VmEnv::Get(); }
+  std::chrono::milliseconds hello_timeout() { return env().hv().options().hello_timeout; }
+
+  // Clones the template snapshot, leaving it paused.
+  std::unique_ptr<LibvirtDomain> Clone(const std::string& prefix) {
+    auto snap = env().Snapshot();
+    EXPECT_TRUE(snap.ok()) << snap.error().message;
+    if (!snap.ok()) return nullptr;
+    hal::DomainSpec spec;
+    spec.name = env().UniqueName(prefix);
+    spec.template_name = env().tmpl().name;
+    auto dom = env().hv().CloneFromSnapshot(*snap, spec);
+    EXPECT_TRUE(dom.ok()) << dom.error().message;
+    if (!dom.ok()) return nullptr;
+    return std::unique_ptr<LibvirtDomain>(static_cast<LibvirtDomain*>(dom->release()));
+  }
+
+  // Everything a destroyed domain must not leave behind.
+  void ExpectGone(const std::string& name, const std::string& clone_dir, const std::string& socket) {
+    EXPECT_FALSE(QemuRunning(name)) << "QEMU of " << name << " still running";
+    EXPECT_FALSE(fs::exists(clone_dir)) << clone_dir;
+    EXPECT_FALSE(fs::exists(socket)) << socket;
+  }
+};
+
+TEST_F(VmTest, ImageIsBuiltCachedAndVerified) {
+  const std::string dir = env().image_dir();
+  for (const char* f : {"vmlinuz", "initrd.img", "manifest.txt", "SHA256SUMS"}) {
+    EXPECT_TRUE(fs::exists(dir + "/" + f)) << f;
+  }
+  std::string cmd = "cd '" + dir + "' && sha256sum --quiet -c SHA256SUMS";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  auto manifest = ReadFileToString(dir + "/manifest.txt");
+  ASSERT_TRUE(manifest.ok());
+  EXPECT_NE(manifest->find("kernel_package=linux-image-"), std::string::npos);
+  EXPECT_NE(manifest->find("virtio_console"), std::string::npos);
+}
+
+TEST_F(VmTest, AcceleratorIsProbedAndCached) {
+  auto accel = env().hv().Accelerator(env().tmpl());
+  ASSERT_TRUE(accel.ok()) << accel.error().message;
+  EXPECT_TRUE(*accel == "kvm" || *accel == "tcg") << *accel;
+  if (::access("/dev/kvm", R_OK | W_OK) != 0) {
+    EXPECT_EQ(*accel, "tcg");
+  }
+  auto again = env().hv().Accelerator(env().tmpl());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *accel);
+}
+
+TEST_F(VmTest, ColdBootToHelloAnswersAndDestroysCleanly) {
+  hal::DomainSpec spec;
+  spec.name = env().UniqueName("cold");
+  auto started = env().hv().StartPaused(env().tmpl(), spec);
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  std::unique_ptr<LibvirtDomain> dom(static_cast<LibvirtDomain*>(started->release()));
+  EXPECT_EQ(dom->state(), DomainState::kPaused);
+  const std::string clone_dir = fs::path(dom->console_log()).parent_path().string();
+  const std::string socket = dom->control_socket();
+  EXPECT_EQ(dom->vchan().socket_dir + "/vchan." + std::to_string(dom->vchan().domid) + ".0.512.sock", socket);
+  ASSERT_TRUE(dom->Resume().ok());
+  EXPECT_EQ(dom->state(), DomainState::kRunning);
+  auto fd = WaitForAgentHello(socket, hello_timeout());
+  ASSERT_TRUE(fd.ok()) << fd.error().message;
+  auto release = CallAgent(fd->get(), "uname -r");
+  ASSERT_TRUE(release.ok()) << release.error().message;
+  EXPECT_NE(release->find("cloud-amd64"), std::string::npos) << *release;
+  auto stats = dom->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.error().message;
+  EXPECT_GT(stats->memory_bytes, 0u);
+  ASSERT_TRUE(dom->Destroy().ok());
+  ASSERT_TRUE(dom->Destroy().ok());  // idempotent
+  EXPECT_EQ(dom->state(), DomainState::kShutOff);
+  ExpectGone(spec.name, clone_dir, socket);
+}
+
+TEST_F(VmTest, SnapshotIsSealedAndRestoredCloneAnswers) {
+  auto snap = env().Snapshot();
+  ASSERT_TRUE(snap.ok()) << snap.error().message;
+  const std::string payload = env().hv().options().snapshot_dir + "/odyssey-test.libvirt-qemu.save";
+  auto info = snapshot::Verify(payload);
+  ASSERT_TRUE(info.ok()) << info.error().message;
+  EXPECT_EQ(info->template_name, "odyssey-test");
+  EXPECT_TRUE(info->fields.count("accel"));
+
+  auto dom = Clone("rest");
+  ASSERT_NE(dom, nullptr);
+  EXPECT_EQ(dom->state(), DomainState::kPaused);
+  ASSERT_TRUE(dom->Resume().ok());
+  auto fd = WaitForAgentHello(dom->control_socket(), hello_timeout());
+  ASSERT_TRUE(fd.ok()) << fd.error().message;
+  auto echo = CallAgent(fd->get(), "hello from the host");
+  ASSERT_TRUE(echo.ok()) << echo.error().message;
+  EXPECT_EQ(*echo, "hello from the host");
+  auto release = CallAgent(fd->get(), "uname -r");
+  ASSERT_TRUE(release.ok()) << release.error().message;
+  EXPECT_NE(release->find("cloud-amd64"), std::string::npos);
+  // Pause and resume again: the agent keeps its connection.
+  ASSERT_TRUE(dom->Pause().ok());
+  EXPECT_EQ(dom->state(), DomainState::kPaused);
+  ASSERT_TRUE(dom->Resume().ok());
+  ASSERT_TRUE(CallAgent(fd->get(), "again").ok());
+  ASSERT_TRUE(dom->Destroy().ok());
+}
+
+TEST_F(VmTest, TenSequentialClonesLeaveNoQemuOrFilesBehind) {
+  for (int i = 0; i < 10; ++i) {
+    auto dom = Clone("seq");
+    ASSERT_NE(dom, nullptr) << "clone " << i;
+    const std::string name = dom->name();
+    const std::string clone_dir = fs::path(dom->console_log()).parent_path().string();
+    const std::string socket = dom->control_socket();
+    EXPECT_TRUE(QemuRunning(name));
+    ASSERT_TRUE(dom->Resume().ok());
+    auto fd = WaitForAgentHello(socket, hello_timeout());
+    ASSERT_TRUE(fd.ok()) << "clone " << i << ": " << fd.error().message;
+    auto echo = CallAgent(fd->get(), "call " + std::to_string(i));
+    ASSERT_TRUE(echo.ok()) << echo.error().message;
+    EXPECT_EQ(*echo, "call " + std::to_string(i));
+    ASSERT_TRUE(dom->Destroy().ok());
+    ExpectGone(name, clone_dir, socket);
+  }
+  auto leftovers = env().hv().ListLeftovers();
+  ASSERT_TRUE(leftovers.ok());
+  EXPECT_TRUE(leftovers->empty());
+  std::error_code ec;
+  EXPECT_TRUE(fs::is_empty(env().state_dir() + "/domains", ec));
+}
+
+TEST_F(VmTest, QemuKilledMidCallFailsCleanly) {
+  auto dom = Clone("kill");
+  ASSERT_NE(dom, nullptr);
+  ASSERT_TRUE(dom->Resume().ok());
+  auto fd = WaitForAgentHello(dom->control_socket(), hello_timeout());
+  ASSERT_TRUE(fd.ok()) << fd.error().message;
+  int pid = dom->qemu_pid();
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  // The call sees the channel close instead of hanging or crashing.
+  auto reply = CallAgent(fd->get(), "are you there");
+  EXPECT_FALSE(reply.ok());
+  const std::string name = dom->name();
+  const std::string clone_dir = fs::path(dom->console_log()).parent_path().string();
+  const std::string socket = dom->control_socket();
+  EXPECT_NE(dom->state(), DomainState::kRunning);
+  ASSERT_TRUE(dom->Destroy().ok());
+  ExpectGone(name, clone_dir, socket);
+  // A new clone still works after the crash.
+  auto next = Clone("after");
+  ASSERT_NE(next, nullptr);
+  ASSERT_TRUE(next->Resume().ok());
+  ASSERT_TRUE(WaitForAgentHello(next->control_socket(), hello_timeout()).ok());
+  ASSERT_TRUE(next->Destroy().ok());
+}
+
+TEST_F(VmTest, CorruptedSnapshotGivesClearErrorThenRebuilds) {
+  ASSERT_TRUE(env().Snapshot().ok());
+  // Make this process's copy a real file (it may be a link to the shared cache) and flip a
+  // byte in the middle of the memory image.
+  const std::string payload = env().hv().options().snapshot_dir + "/odyssey-test.libvirt-qemu.save";
+  const std::string header = snapshot::HeaderPath(payload);
+  for (const std::string& p : {payload, header}) {
+    std::string real = fs::canonical(p).string();
+    if (real == p) continue;
+    fs::remove(p);
+    fs::copy_file(real, p);
+  }
+  const auto size = fs::file_size(payload);
+  {
+    std::fstream f(payload, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(size / 2));
+    char c = 0;
+    f.get(c);
+    f.seekp(static_cast<std::streamoff>(size / 2));
+    f.put(static_cast<char>(c ^ 0x5a));
+  }
+  auto opened = env().hv().OpenSnapshot(env().tmpl());
+  ASSERT_FALSE(opened.ok());
+  const std::string& msg = opened.error().message;
+  EXPECT_NE(msg.find("odyssey-test"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("corrupted"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(payload), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(payload));
+
+  // The next prepare rebuilds it, and clones of the rebuilt snapshot answer.
+  std::string note;
+  auto rebuilt = env().hv().OpenOrPrepareSnapshot(env().tmpl(), &note);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.error().message;
+  ASSERT_TRUE(snapshot::Verify(payload).ok());
+  hal::DomainSpec spec;
+  spec.name = env().UniqueName("rebuilt");
+  auto dom = env().hv().CloneFromSnapshot(*rebuilt, spec);
+  ASSERT_TRUE(dom.ok()) << dom.error().message;
+  auto* ldom = static_cast<LibvirtDomain*>(dom->get());
+  ASSERT_TRUE(ldom->Resume().ok());
+  auto fd = WaitForAgentHello(ldom->control_socket(), hello_timeout());
+  ASSERT_TRUE(fd.ok()) << fd.error().message;
+  ASSERT_TRUE(ldom->Destroy().ok());
+}
+
+TEST_F(VmTest, RefusesForeignSnapshotsAndBadNames) {
+  hal::DomainSpec spec;
+  spec.name = "ok-name";
+  auto dom = env().hv().CloneFromSnapshot(nullptr, spec);
+  ASSERT_FALSE(dom.ok());
+  EXPECT_NE(dom.error().message.find("not a libvirt snapshot"), std::string::npos);
+  spec.name = "../escape";
+  auto started = env().hv().StartPaused(env().tmpl(), spec);
+  ASSERT_FALSE(started.ok());
+  EXPECT_NE(started.error().message.find("invalid domain name"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace odyssey::testing_vm
