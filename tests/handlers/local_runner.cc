@@ -31,8 +31,15 @@ Result<int> LocalRunner::Run(const ServiceCall& call) {
   if (program.empty()) return 127;  // qrexec: service not found
 
   std::vector<std::string> env_strings;
+  auto overridden = [&](const char* entry) {
+    for (const auto& extra : extra_env_) {
+      size_t eq = extra.find('=');
+      if (std::strncmp(entry, extra.c_str(), eq + 1) == 0) return true;
+    }
+    return false;
+  };
   for (char** e = environ; *e; ++e) {
-    if (std::strncmp(*e, "QREXEC_", 7) != 0) env_strings.push_back(*e);
+    if (std::strncmp(*e, "QREXEC_", 7) != 0 && !overridden(*e)) env_strings.push_back(*e);
   }
   env_strings.push_back("QREXEC_REMOTE_DOMAIN=dom0");
   env_strings.push_back("QREXEC_SERVICE_FULL_NAME=" + call.service + "+" + call.argument);
