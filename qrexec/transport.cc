@@ -1,0 +1,277 @@
+#include "qrexec/transport.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "base/io.h"
+
+namespace odyssey::qrexec {
+namespace {
+
+class VchanStream : public MessageStream {
+ public:
+  explicit VchanStream(vchan::VchanPtr v) : v_(std::move(v)) {}
+  ~VchanStream() override { v_->Close(); }
+  void Close() override { v_->Close(); }
+  int PollFd() const override { return v_->PollFd(); }
+
+ protected:
+  Status SendRaw(const void* buf, size_t len) override { return v_->Send(buf, len); }
+  Status RecvRaw(void* buf, size_t len) override { return v_->Recv(buf, len); }
+
+ private:
+  vchan::VchanPtr v_;
+};
+
+class FdStream : public MessageStream {
+ public:
+  explicit FdStream(UniqueFd fd) : fd_(std::move(fd)) {}
+  void Close() override { ::shutdown(fd_.get(), SHUT_RDWR); }
+  int PollFd() const override { return fd_.get(); }
+
+ protected:
+  Status SendRaw(const void* buf, size_t len) override { return WriteAll(fd_.get(), buf, len); }
+  Status RecvRaw(void* buf, size_t len) override { return ReadExact(fd_.get(), buf, len); }
+
+ private:
+  UniqueFd fd_;
+};
+
+// Blocks SIGPIPE for a scope and swallows a SIGPIPE raised inside it.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &set, &old_);
+  }
+  ~SigpipeGuard() {
+    if (!was_pending_) {
+      sigset_t pending;
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        timespec zero{0, 0};
+        while (sigtimedwait(&set, nullptr, &zero) < 0 && errno == EINTR) {
+        }
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  sigset_t old_;
+  bool was_pending_ = false;
+};
+
+// Reads what is available (up to len); 0 = EOF; -1 = error (errno set).
+ssize_t ReadSome(int fd, void* buf, size_t len) {
+  for (;;) {
+    ssize_t n = ::read(fd, buf, len);
+    if (n < 0 && errno == EINTR) continue;
+    return n;
+  }
+}
+
+// Sends one data message whose payload already sits at buf + sizeof(MsgHeader).
+Status SendChunk(MessageStream& s, uint32_t type, char* buf, size_t n) {
+  MsgHeader h{type, static_cast<uint32_t>(n)};
+  std::memcpy(buf, &h, sizeof h);
+  return s.Send(std::string_view(buf, sizeof h + n));
+}
+
+}  // namespace
+
+Status MessageStream::Send(std::string_view encoded) {
+  std::lock_guard<std::mutex> lock(send_mu_);
+  return SendRaw(encoded.data(), encoded.size());
+}
+
+Result<Message> MessageStream::Recv(Channel channel, uint32_t version) {
+  MsgHeader untrusted_header;
+  ODYSSEY_TRY(RecvRaw(&untrusted_header, sizeof untrusted_header));
+  ODYSSEY_TRY(ValidateHeader(untrusted_header, channel, version));
+  // Length validated: at most 64 KiB + a few bytes.
+  Message m;
+  m.type = untrusted_header.type;
+  m.untrusted_body.resize(untrusted_header.len);
+  if (untrusted_header.len > 0) ODYSSEY_TRY(RecvRaw(m.untrusted_body.data(), untrusted_header.len));
+  return m;
+}
+
+MessageStreamPtr StreamFromVchan(vchan::VchanPtr v) {
+  return std::make_unique<VchanStream>(std::move(v));
+}
+
+MessageStreamPtr StreamFromFd(UniqueFd fd) { return std::make_unique<FdStream>(std::move(fd)); }
+
+Result<uint32_t> Handshake(MessageStream& s, Channel channel, uint32_t local_version,
+                           bool send_first) {
+  if (send_first) ODYSSEY_TRY(s.Send(EncodeHello(local_version)));
+  auto m = s.Recv(channel, kMinProtocolVersion);
+  if (!m.ok()) return m.error().Wrap("waiting for HELLO");
+  if (m->type != MSG_HELLO)
+    return Error{"qrexec protocol: expected MSG_HELLO, got " + MsgTypeName(m->type), EPROTO};
+  auto remote = ParseHello(m->untrusted_body);
+  if (!remote.ok()) return remote.error();
+  auto v = NegotiateVersion(local_version, *remote);
+  if (!v.ok()) return v.error();
+  if (!send_first) ODYSSEY_TRY(s.Send(EncodeHello(local_version)));
+  return v;
+}
+
+void BlockSigpipeInThisThread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+Result<int> RunCallerSide(MessageStream& s, uint32_t version, const CallerFds& fds) {
+  SigpipeGuard guard;
+  const size_t chunk = MaxDataChunk(version);
+  int cancel[2];
+  if (::pipe2(cancel, O_CLOEXEC) != 0) return Error::Errno("pipe2", "stdin cancel");
+  UniqueFd cancel_r(cancel[0]), cancel_w(cancel[1]);
+
+  std::thread pump;
+  if (fds.in < 0) {
+    ODYSSEY_TRY(s.Send(EncodeHeader(MSG_DATA_STDIN, 0)));
+  } else {
+    pump = std::thread([&s, &fds, chunk, rfd = cancel_r.get()] {
+      std::vector<char> buf(sizeof(MsgHeader) + chunk);
+      for (;;) {
+        pollfd p[2] = {{fds.in, POLLIN, 0}, {rfd, POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0) {
+          if (errno == EINTR) continue;
+          break;
+        }
+        if (p[1].revents) return;  // call over: stop without EOF
+        ssize_t n = ReadSome(fds.in, buf.data() + sizeof(MsgHeader), chunk);
+        if (n < 0 && errno == EAGAIN) continue;
+        if (n <= 0) break;
+        if (!SendChunk(s, MSG_DATA_STDIN, buf.data(), static_cast<size_t>(n)).ok()) return;
+      }
+      (void)s.Send(EncodeHeader(MSG_DATA_STDIN, 0));
+    });
+  }
+
+  bool out_open = fds.out >= 0, err_open = fds.err >= 0;
+  Result<int> result = Error{"data channel closed before the exit code", EPIPE};
+  for (;;) {
+    auto m = s.Recv(Channel::kDataFromService, version);
+    if (!m.ok()) {
+      result = m.error().Wrap("data channel");
+      break;
+    }
+    if (m->type == MSG_DATA_EXIT_CODE) {
+      auto code = ParseExitCode(m->untrusted_body);
+      if (code.ok()) result = static_cast<int>(*code);
+      else result = code.error();
+      break;
+    }
+    if (m->type == MSG_HELLO) {
+      result = Error{"qrexec protocol: HELLO in the middle of a data stream", EPROTO};
+      break;
+    }
+    bool is_out = m->type == MSG_DATA_STDOUT;
+    bool& open = is_out ? out_open : err_open;
+    int fd = is_out ? fds.out : fds.err;
+    if (!open) continue;  // discarded, or the reader went away (EPIPE)
+    if (m->untrusted_body.empty()) {
+      open = false;
+      if (fds.close_on_eof) ::close(fd);
+      continue;
+    }
+    if (!WriteAll(fd, m->untrusted_body.data(), m->untrusted_body.size()).ok()) open = false;
+  }
+  if (pump.joinable()) {
+    char c = 1;
+    (void)!::write(cancel_w.get(), &c, 1);
+    // The pump may be blocked in Send() if the service stopped reading; closing the stream
+    // on errors unblocks it. On success the service is gone and the peer closes.
+    if (!result.ok()) s.Close();
+    pump.join();
+  }
+  return result;
+}
+
+Status RunServiceSide(MessageStream& s, uint32_t version, ServiceFds fds,
+                      const std::function<int()>& wait_exit) {
+  SigpipeGuard guard;
+  const size_t chunk = MaxDataChunk(version);
+  std::atomic<bool> done{false};
+  // Caller's STDIN -> service stdin. Ends at EOF, at a stream error, or when closed below.
+  std::thread reader([&s, &done, version, in = std::move(fds.in)]() mutable {
+    BlockSigpipeInThisThread();
+    bool open = in.valid();
+    for (;;) {
+      auto m = s.Recv(Channel::kDataToService, version);
+      if (!m.ok() || m->type != MSG_DATA_STDIN) break;
+      if (m->untrusted_body.empty()) break;  // EOF
+      if (open && !WriteAll(in.get(), m->untrusted_body.data(), m->untrusted_body.size()).ok()) {
+        open = false;
+        in.reset();
+      }
+    }
+    if (in.valid()) {
+      ::shutdown(in.get(), SHUT_WR);  // socket services: half-close; pipes: ENOTSOCK
+      in.reset();
+    }
+    (void)done;
+  });
+
+  std::vector<char> buf(sizeof(MsgHeader) + chunk);
+  Status st;
+  pollfd p[2] = {{fds.out.get(), POLLIN, 0}, {fds.err.get(), POLLIN, 0}};
+  uint32_t types[2] = {MSG_DATA_STDOUT, MSG_DATA_STDERR};
+  if (!fds.out.valid()) {
+    st = s.Send(EncodeHeader(MSG_DATA_STDOUT, 0));
+    p[0].fd = -1;
+  }
+  if (!fds.err.valid()) p[1].fd = -1;
+  while (st.ok() && (p[0].fd >= 0 || p[1].fd >= 0)) {
+    if (::poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      st = Error::Errno("poll", "service output");
+      break;
+    }
+    for (int i = 0; i < 2 && st.ok(); ++i) {
+      if (p[i].fd < 0 || !p[i].revents) continue;
+      ssize_t n = ReadSome(p[i].fd, buf.data() + sizeof(MsgHeader), chunk);
+      if (n < 0 && errno == EAGAIN) continue;
+      if (n <= 0) {
+        p[i].fd = -1;
+        (i == 0 ? fds.out : fds.err).reset();
+        st = s.Send(EncodeHeader(types[i], 0));
+        continue;
+      }
+      st = SendChunk(s, types[i], buf.data(), static_cast<size_t>(n));
+    }
+  }
+  fds.out.reset();
+  fds.err.reset();
+  int code = wait_exit();
+  if (st.ok()) st = s.Send(EncodeExitCode(code));
+  done = true;
+  s.Close();
+  reader.join();
+  return st;
+}
+
+}  // namespace odyssey::qrexec

@@ -1,0 +1,78 @@
+// Small process-level helpers shared by the qrexec binaries: Unix sockets, logging,
+// posix_spawn with pipes, and a SIGCHLD reaper that also serves as init (pid 1).
+#pragma once
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+
+namespace odyssey::qrexec {
+
+// "prog: message" on stderr, one write (safe from threads).
+void Log(const std::string& message);
+// Program name used by Log().
+void SetLogPrefix(const std::string& prefix);
+
+Result<UniqueFd> ConnectUnix(const std::string& path);
+// Unlinks path, binds, listens (mode applied with chmod).
+Result<UniqueFd> ListenUnix(const std::string& path, int mode = 0660);
+// Creates dir and its parents (mode 0755), existing is fine.
+Status MakeDirs(const std::string& dir);
+// Makes sure fds 0, 1 and 2 are open (/dev/null), so pipes never land on them.
+void EnsureStdFds();
+// Ignores SIGPIPE for the whole process (binaries only, never from a library).
+void IgnoreSigpipe();
+
+// Waits for children with one thread: SIGCHLD must be blocked in every thread before any
+// thread starts (Install() does that; call it first in main). Children it did not spawn
+// (orphans re-parented to us as pid 1 or subreaper) are reaped and forgotten.
+class ChildReaper {
+ public:
+  // Blocks SIGCHLD in the calling thread (inherited by later threads) and starts reaping.
+  static ChildReaper& Install();
+  // Runs spawn() (which returns a pid or -errno) with reaping held off, and remembers the pid.
+  template <typename F>
+  pid_t SpawnWatched(F spawn) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pid_t pid = spawn();
+    if (pid > 0) watched_.insert(pid);
+    return pid;
+  }
+  // Waits for a watched pid; returns its raw wait status.
+  int Wait(pid_t pid);
+
+ private:
+  void Run();
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<pid_t> watched_;
+  std::map<pid_t, int> exited_;
+};
+
+// Exit code as a shell reports it: code, or 128+signal.
+int ExitCodeFromStatus(int status);
+
+struct SpawnSpec {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  // full environment, "K=V"
+  int stdin_fd = -1;   // -1: /dev/null
+  int stdout_fd = -1;
+  int stderr_fd = -1;
+  bool new_session = true;
+};
+// posix_spawn with the given stdio; signal mask cleared and dispositions reset.
+// Returns the pid or an Error whose code is the errno (ENOENT, EACCES, ...).
+Result<pid_t> Spawn(const SpawnSpec& spec, ChildReaper* reaper);
+
+// The process environment as "K=V" strings, minus the names in drop.
+std::vector<std::string> EnvironmentWithout(const std::vector<std::string>& drop);
+
+}  // namespace odyssey::qrexec
