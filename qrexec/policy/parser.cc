@@ -337,7 +337,7 @@ class Loader {
  public:
   Loader(PolicyImpl* impl, std::string base_dir) : impl_(impl), base_dir_(std::move(base_dir)) {}
 
-  bool LoadTopDirectory(const std::string& dir) { return LoadDirectory(dir, nullptr); }
+  bool LoadTopDirectory(const std::string& dir) { return LoadDirectory(dir, dir, nullptr); }
 
   bool LoadText(std::string_view text, const std::string& file_name) {
     return LoadLines(text, LineContext{LineFormat::kFull, file_name, 0, "", ""});
@@ -354,16 +354,17 @@ class Loader {
     return base_dir_ + "/" + path;
   }
 
-  // Error at the directive that named `path`, or at the path itself for the top directory.
-  ParseError ErrorAt(const Location* from, const std::string& path, std::string message) const {
-    if (from) return ParseError{*from, std::move(message), Printable(path)};
-    return ParseError{{path, 0, 0}, std::move(message), Printable(path)};
+  // Error at the directive that named a path (`written` is the path as the directive
+  // spells it), or at the path itself for the top directory and the files it holds.
+  ParseError ErrorAt(const Location* from, const std::string& written, std::string message) const {
+    if (from) return ParseError{*from, std::move(message), Printable(written)};
+    return ParseError{{written, 0, 0}, std::move(message), Printable(written)};
   }
 
-  bool LoadDirectory(const std::string& dir, const Location* from) {
+  bool LoadDirectory(const std::string& dir, const std::string& written, const Location* from) {
     impl_->stamps_.push_back(TakeStamp(dir));
     std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-    if (!d) return Fail(ErrorAt(from, dir, "cannot read policy directory: " + Error::Errno("opendir").message));
+    if (!d) return Fail(ErrorAt(from, written, "cannot read policy directory: " + Error::Errno("opendir").message));
     std::vector<std::string> names;
     while (dirent* e = ::readdir(d.get())) {
       std::string name = e->d_name;
@@ -379,26 +380,26 @@ class Loader {
         return Fail(ParseError{{path, 0, 0}, "invalid policy file name (allowed characters: 0-9 a-z _ . -)",
                                Printable(name)});
       }
-      if (!LoadFile(path, LineFormat::kFull, "", "", from)) return false;
+      if (!LoadFile(path, path, LineFormat::kFull, "", "", from)) return false;
     }
     return true;
   }
 
-  bool LoadFile(const std::string& path, LineFormat format, const std::string& service, const std::string& argument,
-                const Location* from) {
+  bool LoadFile(const std::string& path, const std::string& written, LineFormat format, const std::string& service,
+                const std::string& argument, const Location* from) {
     impl_->stamps_.push_back(TakeStamp(path));
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) {
-      return Fail(ErrorAt(from, path, "cannot read policy file: " + Error::Errno("stat").message));
+      return Fail(ErrorAt(from, written, "cannot read policy file: " + Error::Errno("stat").message));
     }
-    if (!S_ISREG(st.st_mode)) return Fail(ErrorAt(from, path, "policy file is not a regular file"));
+    if (!S_ISREG(st.st_mode)) return Fail(ErrorAt(from, written, "policy file is not a regular file"));
     char real[PATH_MAX];
     std::string key = ::realpath(path.c_str(), real) ? std::string(real) : path;
     if (std::find(stack_.begin(), stack_.end(), key) != stack_.end())
-      return Fail(ErrorAt(from, path, "include cycle"));
-    if (stack_.size() >= kMaxIncludeDepth) return Fail(ErrorAt(from, path, "includes nested too deeply"));
+      return Fail(ErrorAt(from, written, "include cycle"));
+    if (stack_.size() >= kMaxIncludeDepth) return Fail(ErrorAt(from, written, "includes nested too deeply"));
     auto text = ReadFileToString(path, kMaxPolicyFileBytes);
-    if (!text.ok()) return Fail(ErrorAt(from, path, "cannot read policy file: " + text.error().message));
+    if (!text.ok()) return Fail(ErrorAt(from, written, "cannot read policy file: " + text.error().message));
     stack_.push_back(key);
     bool ok = LoadLines(*text, LineContext{format, path, 0, service, argument});
     stack_.pop_back();
@@ -429,12 +430,13 @@ class Loader {
         impl_->rules_.push_back(std::move(parsed.rule));
         return true;
       case ParsedLine::Kind::kInclude:
-        return LoadFile(Resolve(parsed.path), context.format, context.service, context.argument, &at);
+        return LoadFile(Resolve(parsed.path), parsed.path, context.format, context.service, context.argument, &at);
       case ParsedLine::Kind::kIncludeDir:
         if (stack_.size() >= kMaxIncludeDepth) return Fail(ErrorAt(&at, parsed.path, "includes nested too deeply"));
-        return LoadDirectory(Resolve(parsed.path), &at);
+        return LoadDirectory(Resolve(parsed.path), parsed.path, &at);
       case ParsedLine::Kind::kIncludeService:
-        return LoadFile(Resolve(parsed.path), LineFormat::kService, parsed.service, parsed.argument, &at);
+        return LoadFile(Resolve(parsed.path), parsed.path, LineFormat::kService, parsed.service, parsed.argument,
+                        &at);
     }
     return true;
   }

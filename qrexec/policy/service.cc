@@ -44,7 +44,18 @@ Decision PolicyService::ResolveAsk(const Request& request, const PolicyPtr& poli
   if (!answer->allowed) return MakeDeny(asked, "ask at " + asked.rule.ToString() + ": the user refused");
   std::string chosen = answer->target.empty() ? proposed : answer->target;
   if (chosen.empty() || chosen == "@default") return MakeDeny(asked, "ask: the user chose no target");
-  // The chosen target must itself be allowed or askable for this call.
+  if (chosen == asked.target || chosen == asked.default_target) {
+    // The rule itself named this target (as target= or default_target=).
+    if (chosen != asked.target) {
+      auto domain = options_.catalog->FindByName(chosen);
+      asked.target_uuid = domain ? domain->uuid : "";
+      asked.target = chosen;
+    }
+    asked.action = Action::kAllow;
+    asked.reason = "ask at " + asked.rule.ToString() + ": the user allowed target " + asked.target;
+    return asked;
+  }
+  // Any other choice must itself be allowed or askable for this call.
   Request again = request;
   again.intended_target = chosen;
   Decision second = policy->Evaluate(again, *options_.catalog);
