@@ -168,8 +168,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& r : runs) {
       if (r.error_occurred) continue;
-      // Plain runs, or the mean when --benchmark_repetitions is used.
-      if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "mean") continue;
+      // Plain runs, or the median when --benchmark_repetitions is used.
+      if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
       time_[r.run_name.function_name + r.run_name.args] = r.GetAdjustedRealTime();
     }
   }

@@ -237,17 +237,33 @@ Status SocketVchan::TryConnect() {
     if (err == EINTR) continue;
     if (err == EISCONN) return OnConnected(std::move(pending_));
     if (!Retryable(err)) {
-      failure_ = Error::Errno(err, "connect", path_);
-      phase_.store(Phase::kFailed, std::memory_order_release);
+      FailLocked(Error::Errno(err, "connect", path_));
       return OkStatus();
     }
     if (connect_deadline_ && Clock::now() >= *connect_deadline_) {
-      failure_ = Error::Errno(ETIMEDOUT, "connect", path_)
+      FailLocked(Error::Errno(ETIMEDOUT, "connect", path_)
                      .Wrap(std::string("vchan server did not appear in time (last: ") +
-                           std::strerror(err) + ")");
-      phase_.store(Phase::kFailed, std::memory_order_release);
+                           std::strerror(err) + ")"));
     }
     return OkStatus();
+  }
+}
+
+void SocketVchan::FailLocked(Error error) {
+  failure_ = std::move(error);
+  phase_.store(Phase::kFailed, std::memory_order_release);
+  pending_.reset();
+  if (timer_) {
+    EpollDel(epoll_.get(), timer_.get());
+    timer_.reset();
+  }
+  SignalClosedLocked();
+}
+
+void SocketVchan::SignalClosedLocked() {
+  if (epoll_ && !close_evt_) {
+    close_evt_.reset(::eventfd(1, EFD_CLOEXEC));
+    if (close_evt_) (void)EpollAdd(epoll_.get(), close_evt_.get(), EPOLLIN);
   }
 }
 
@@ -354,9 +370,13 @@ Result<size_t> SocketVchan::Write(const void* buf, size_t len) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) {
       if (nonblocking) return size_t{0};
-      auto ev = PollOne(conn_.get(), POLLOUT, -1);
-      if (!ev.ok()) return ev.error();
-      continue;
+      // Full. The kernel wakes a blocked writer only once three quarters of the buffer
+      // are free again, which is also when poll() would report POLLOUT; half a buffer
+      // then fits at once, so one blocking send does what poll + send would.
+      const size_t part = std::min(len, std::max<size_t>(sndbuf_ / 2, 1));
+      n = ::send(conn_.get(), buf, part, MSG_NOSIGNAL);
+      if (n > 0) return static_cast<size_t>(n);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     }
     if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
       if (phase() == Phase::kClosed) return LocallyClosed();
@@ -518,10 +538,7 @@ void SocketVchan::Close() {
     timer_.reset();
   }
   pending_.reset();
-  if (epoll_) {
-    close_evt_.reset(::eventfd(1, EFD_CLOEXEC));
-    if (close_evt_) (void)EpollAdd(epoll_.get(), close_evt_.get(), EPOLLIN);
-  }
+  SignalClosedLocked();
 }
 
 }  // namespace odyssey::vchan

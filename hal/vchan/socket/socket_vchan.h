@@ -58,6 +58,10 @@ class SocketVchan final : public Vchan {
   // Blocks (unless non-blocking) until connected. Returns false if not (yet) connected.
   Result<bool> EnsureConnected(bool block);
   void UnlinkOwnSocket();
+  // Connecting failed for good: keep the error, release the socket, wake PollFd().
+  void FailLocked(Error error);
+  // Makes PollFd() readable for good (closed or failed before any connection).
+  void SignalClosedLocked();
   Error PeerClosed(const char* what);
   Error LocallyClosed() const;
   Phase phase() const { return phase_.load(std::memory_order_acquire); }

@@ -168,6 +168,7 @@ TEST(SocketVchan, ConnectTimeoutHonoured) {
   while ((*a)->GetState() == State::kWaiting) ASSERT_TRUE(Readable((*a)->PollFd(), kSafetyMs));
   EXPECT_EQ((*a)->GetState(), State::kClosed);
   EXPECT_FALSE((*a)->Wait().ok());
+  EXPECT_TRUE(Readable((*a)->PollFd(), 0));  // stays readable: the failure is the event
 }
 
 TEST(SocketVchan, PartialReads) {
