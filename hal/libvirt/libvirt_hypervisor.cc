@@ -22,6 +22,7 @@
 
 #include "base/io.h"
 #include "hal/libvirt/domain_xml.h"
+#include "hal/libvirt/save_image.h"
 #include "snapshot/catalog.h"
 #include "snapshot/snapshot_file.h"
 
@@ -221,6 +222,18 @@ DomainState LibvirtDomain::state() {
   if (destroyed_ || !dom_) return DomainState::kShutOff;
   int st = 0, reason = 0;
   if (virDomainGetState(static_cast<virDomainPtr>(dom_), &st, &reason, 0) != 0) return DomainState::kShutOff;
+  if (st == VIR_DOMAIN_RUNNING || st == VIR_DOMAIN_PAUSED) {
+    // libvirt learns of a QEMU that died only when its event loop gets to the monitor's
+    // EOF; look at the process itself so a caller sees the crash at once.
+    int pid = qemu_pid();
+    if (pid > 0) {
+      auto stat = ReadFileToString("/proc/" + std::to_string(pid) + "/stat", 4096);
+      size_t paren = stat.ok() ? stat->rfind(')') : std::string::npos;
+      if (!stat.ok() || (paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] == 'Z')) {
+        return DomainState::kCrashed;
+      }
+    }
+  }
   switch (st) {
     case VIR_DOMAIN_RUNNING:
       return DomainState::kRunning;
@@ -486,11 +499,9 @@ Result<SnapshotPtr> LibvirtHypervisor::PrepareSnapshot(const TemplateSpec& tmpl)
   info.fields["disk"] = tmpl.disk.empty() ? "" : fs::absolute(tmpl.disk).string();
   auto sealed = snapshot::Seal(payload, info);
   if (!sealed.ok()) return sealed.error().Wrap("preparing template " + tmpl.name);
-  char* xml = virDomainSaveImageGetXMLDesc(conn_->conn, payload.c_str(), 0);
-  if (!xml) return LibvirtError("virDomainSaveImageGetXMLDesc", payload);
-  std::string xml_text(xml);
-  free(xml);
-  return SnapshotPtr(std::make_shared<LibvirtSnapshot>(payload, std::move(*sealed), std::move(xml_text)));
+  auto xml = ReadSaveImageXml(payload);
+  if (!xml.ok()) return xml.error().Wrap("preparing template " + tmpl.name);
+  return SnapshotPtr(std::make_shared<LibvirtSnapshot>(payload, std::move(*sealed), std::move(*xml)));
 }
 
 Result<SnapshotPtr> LibvirtHypervisor::OpenSnapshot(const TemplateSpec& tmpl) {
@@ -500,15 +511,12 @@ Result<SnapshotPtr> LibvirtHypervisor::OpenSnapshot(const TemplateSpec& tmpl) {
   if (!found.ok()) return found.error().Wrap("opening snapshot of template " + tmpl.name);
   if (!found->has_value()) return SnapshotPtr();
   const std::string payload = catalog->PayloadPath(tmpl.name, kSnapshotBackend);
-  char* xml = virDomainSaveImageGetXMLDesc(conn_->conn, payload.c_str(), 0);
-  if (!xml) {
-    Error e = LibvirtError("virDomainSaveImageGetXMLDesc", payload);
+  auto xml = ReadSaveImageXml(payload);
+  if (!xml.ok()) {
     (void)snapshot::Remove(payload);
-    return e.Wrap("snapshot of template " + tmpl.name + " is unreadable; removed it, prepare it again");
+    return xml.error().Wrap("snapshot of template " + tmpl.name + " is unreadable; removed it, prepare it again");
   }
-  std::string xml_text(xml);
-  free(xml);
-  return SnapshotPtr(std::make_shared<LibvirtSnapshot>(payload, std::move(**found), std::move(xml_text)));
+  return SnapshotPtr(std::make_shared<LibvirtSnapshot>(payload, std::move(**found), std::move(*xml)));
 }
 
 Result<SnapshotPtr> LibvirtHypervisor::OpenOrPrepareSnapshot(const TemplateSpec& tmpl, std::string* note) {
@@ -555,11 +563,19 @@ Result<DomainPtr> LibvirtHypervisor::CloneFromSnapshot(const SnapshotPtr& snap, 
     const std::string tmpl_overlay = fs::path(Field(info, "console_log")).parent_path().string() + "/disk.qcow2";
     ReplaceAll(&xml, XmlEscape(tmpl_overlay), XmlEscape(overlay));
   }
-  if (virDomainRestoreFlags(conn_->conn, s->payload().c_str(), xml.c_str(), VIR_DOMAIN_SAVE_PAUSED) != 0) {
-    Error e = LibvirtError("virDomainRestoreFlags", spec.name + " <- " + s->payload());
+  // libvirt restores an image only under the UUID it was saved with, so each clone gets a
+  // copy whose embedded XML is its own; QEMU has read it all once the restore returns.
+  const std::string image = clone_dir + "/restore.save";
+  Status copied = CopySaveImageWithXml(s->payload(), image, xml);
+  int rc = copied.ok() ? virDomainRestoreFlags(conn_->conn, image.c_str(), nullptr, VIR_DOMAIN_SAVE_PAUSED) : -1;
+  Error restore_err = !copied.ok() ? copied.error()
+                      : rc != 0    ? LibvirtError("virDomainRestoreFlags", spec.name + " <- " + s->payload())
+                                   : Error{};
+  ::unlink(image.c_str());
+  if (rc != 0) {
     for (int port : DomainPorts()) ::unlink(HostSocketPath(socket_dir_, domid, port).c_str());
     RemoveTree(clone_dir);
-    return e;
+    return restore_err.Wrap("cloning " + spec.name + " from template " + s->template_name());
   }
   virDomainPtr dom = virDomainLookupByName(conn_->conn, spec.name.c_str());
   if (!dom) return LibvirtError("virDomainLookupByName", spec.name);

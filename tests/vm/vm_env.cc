@@ -124,6 +124,13 @@ VmEnv::VmEnv() {
   tmpl_.agent_path = ODYSSEY_VM_TEST_AGENT;
   shared_snapshot_dir_ = fs::path(ImageCache()).parent_path().string() + "/snapshots/" +
                          fs::path(image_dir_).filename().string();
+  // libvirt probes QEMU's capabilities into <root>/cache/qemu, seconds per fresh root under
+  // TCG; every test process shares one cache (libvirt revalidates and rewrites it atomically).
+  const std::string caps_cache = fs::path(ImageCache()).parent_path().string() + "/libvirt-qemu-caps";
+  std::error_code ec;
+  fs::create_directories(caps_cache, ec);
+  fs::create_directories(state_dir_ + "/libvirt/cache", ec);
+  if (!ec) fs::create_directory_symlink(caps_cache, state_dir_ + "/libvirt/cache/qemu", ec);
   hal::libvirt::Options opts;
   opts.state_dir = state_dir_;
   opts.snapshot_dir = state_dir_ + "/snapshots";

@@ -1,0 +1,175 @@
+// VM latency benchmarks (libvirt embedded QEMU; TCG where KVM does not work): cold boot to
+// the agent's HELLO, restore of a template snapshot to a paused clone, restore to HELLO, and
+// a pool hit (resume of a restored paused clone) to the first byte and to a full call. The
+// last lines print pool hit vs cold boot. Figures and commands: hal/libvirt/README.md.
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+#include "hal/libvirt/libvirt_hypervisor.h"
+#include "tests/vm/vm_env.h"
+
+namespace odyssey::testing_vm {
+namespace {
+
+using hal::libvirt::LibvirtDomain;
+using hal::libvirt::WaitForAgentHello;
+using Clock = std::chrono::steady_clock;
+
+std::map<std::string, double> g_mean_ms;  // benchmark -> mean wall ms, for the ratio
+
+bool Ready(benchmark::State& state) {
+  VmEnv& env = VmEnv::Get();
+  std::string why = !env.skip_reason().empty() ? env.skip_reason() : env.setup_error();
+  if (why.empty()) {
+    auto snap = env.Snapshot();
+    if (!snap.ok()) why = snap.error().message;
+  }
+  if (!why.empty()) state.SkipWithError(why.c_str());
+  return why.empty();
+}
+
+std::unique_ptr<LibvirtDomain> Clone(benchmark::State& state, const std::string& prefix) {
+  VmEnv& env = VmEnv::Get();
+  hal::DomainSpec spec;
+  spec.name = env.UniqueName(prefix);
+  auto snap = env.Snapshot();
+  if (!snap.ok()) {
+    state.SkipWithError(snap.error().message.c_str());
+    return nullptr;
+  }
+  auto dom = env.hv().CloneFromSnapshot(*snap, spec);
+  if (!dom.ok()) {
+    state.SkipWithError(dom.error().message.c_str());
+    return nullptr;
+  }
+  return std::unique_ptr<LibvirtDomain>(static_cast<LibvirtDomain*>(dom->release()));
+}
+
+void Record(const std::string& name, double total_ms, int64_t n) {
+  if (n > 0) g_mean_ms[name] = total_ms / static_cast<double>(n);
+}
+
+double Ms(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+void BM_ColdBootToHello(benchmark::State& state) {
+  if (!Ready(state)) return;
+  VmEnv& env = VmEnv::Get();
+  double total = 0;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    hal::DomainSpec spec;
+    spec.name = env.UniqueName("bcold");
+    auto dom = env.hv().StartPaused(env.tmpl(), spec);
+    if (!dom.ok() || !(*dom)->Resume().ok()) {
+      state.SkipWithError("cold boot failed");
+      break;
+    }
+    auto fd = WaitForAgentHello(static_cast<LibvirtDomain*>(dom->get())->control_socket(),
+                                env.hv().options().hello_timeout);
+    auto t1 = Clock::now();
+    state.PauseTiming();
+    total += Ms(t0, t1);
+    (void)(*dom)->Destroy();
+    if (!fd.ok()) state.SkipWithError(fd.error().message.c_str());
+    state.ResumeTiming();
+  }
+  Record("cold_boot_to_hello", total, state.iterations());
+}
+BENCHMARK(BM_ColdBootToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+
+// Template snapshot -> paused clone (per-clone image copy + virDomainRestoreFlags).
+void BM_RestorePaused(benchmark::State& state) {
+  if (!Ready(state)) return;
+  double total = 0;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    auto dom = Clone(state, "brest");
+    auto t1 = Clock::now();
+    if (!dom) break;
+    state.PauseTiming();
+    total += Ms(t0, t1);
+    auto stats = dom->Stats();
+    if (stats.ok()) state.counters["pss_MiB"] = static_cast<double>(stats->memory_pss_bytes) / (1 << 20);
+    (void)dom->Destroy();
+    state.ResumeTiming();
+  }
+  Record("restore_paused", total, state.iterations());
+}
+BENCHMARK(BM_RestorePaused)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+
+void BM_RestoreToHello(benchmark::State& state) {
+  if (!Ready(state)) return;
+  VmEnv& env = VmEnv::Get();
+  double total = 0;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    auto dom = Clone(state, "brh");
+    if (!dom) break;
+    Status resumed = dom->Resume();
+    auto fd = WaitForAgentHello(dom->control_socket(), env.hv().options().hello_timeout);
+    auto t1 = Clock::now();
+    state.PauseTiming();
+    total += Ms(t0, t1);
+    (void)dom->Destroy();
+    if (!resumed.ok() || !fd.ok()) state.SkipWithError("restore to hello failed");
+    state.ResumeTiming();
+  }
+  Record("restore_to_hello", total, state.iterations());
+}
+BENCHMARK(BM_RestoreToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+
+// A pool hit: the clone was restored paused beforehand; time resume + connect + HELLO's
+// first byte (arg 0) or + a whole "uname -r" call (arg 1).
+void BM_PoolHit(benchmark::State& state) {
+  if (!Ready(state)) return;
+  VmEnv& env = VmEnv::Get();
+  const bool full_call = state.range(0) == 1;
+  double total = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto dom = Clone(state, "bpool");
+    if (!dom) break;
+    state.ResumeTiming();
+    auto t0 = Clock::now();
+    Status resumed = dom->Resume();
+    auto fd = WaitForAgentHello(dom->control_socket(), env.hv().options().hello_timeout);
+    bool ok = resumed.ok() && fd.ok();
+    if (ok && full_call) ok = CallAgent(fd->get(), "uname -r").ok();
+    auto t1 = Clock::now();
+    state.PauseTiming();
+    total += Ms(t0, t1);
+    (void)dom->Destroy();
+    if (!ok) state.SkipWithError("pool hit failed");
+    state.ResumeTiming();
+  }
+  Record(full_call ? "pool_hit_call" : "pool_hit_first_byte", total, state.iterations());
+}
+BENCHMARK(BM_PoolHit)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+
+}  // namespace
+}  // namespace odyssey::testing_vm
+
+int main(int argc, char** argv) {
+  using odyssey::testing_vm::g_mean_ms;
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  for (const auto& [name, ms] : g_mean_ms) std::printf("vm_bench: mean %-22s %10.1f ms\n", name.c_str(), ms);
+  auto cold = g_mean_ms.find("cold_boot_to_hello");
+  auto hit = g_mean_ms.find("pool_hit_first_byte");
+  if (cold != g_mean_ms.end() && hit != g_mean_ms.end() && hit->second > 0) {
+    std::printf("vm_bench: pool hit is %.0fx faster than cold boot to HELLO\n", cold->second / hit->second);
+  }
+  if (auto* env = odyssey::testing_vm::VmEnv::IfCreated()) {
+    env->Cleanup();
+    std::string cmd = "rm -rf '" + env->state_dir() + "'";
+    if (!env->state_dir().empty()) (void)std::system(cmd.c_str());
+  }
+  return 0;
+}
