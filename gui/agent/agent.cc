@@ -7,6 +7,7 @@
 #include <xcb/xtest.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -546,7 +547,9 @@ Status Agent::Loop() {
       while (true) {
         auto n = vchan_->Read(buf.data(), buf.size());
         if (!n.ok()) {
-          if (n.error().code == 0) return OkStatus();  // the daemon went away
+          int code = n.error().code;
+          // EOF, or a reset when the daemon closed with our output unread: it went away.
+          if (code == 0 || code == ECONNRESET || code == EPIPE) return OkStatus();
           return n.error().Wrap("gui-agent: reading from the host");
         }
         if (*n == 0) break;

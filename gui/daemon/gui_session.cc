@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -259,7 +260,9 @@ Status SessionLoop::ReadGuest() {
   while (total < kReadBudget) {
     auto n = vchan_->Read(buf, sizeof(buf));
     if (!n.ok()) {
-      if (n.error().code == 0) {  // peer closed: a clean end of the session
+      // The peer closed (EOF), or closed with our input unread (reset): the agent is gone,
+      // which is a clean end of the session.
+      if (n.error().code == 0 || n.error().code == ECONNRESET || n.error().code == EPIPE) {
         agent_gone_ = true;
         return OkStatus();
       }
