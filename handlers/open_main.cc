@@ -1,0 +1,159 @@
+// odyssey-open FILE|URL...: the default handler Odyssey installs. Routes each argument by
+// the rules (content MIME type / URL), then asks the engine to act: open in a disposable
+// or a named domain (with safe write-back), convert to a trusted PDF/PNG, refuse, or, only
+// where a rule says "local", open on the host.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+
+#include "handlers/convert.h"
+#include "handlers/exec_runner.h"
+#include "handlers/open_in_vm.h"
+#include "handlers/router.h"
+
+namespace {
+
+using namespace odyssey::handlers;
+
+struct Flags {
+  bool force_dispvm = false;
+  std::string dispvm_template;
+  bool view_only = false;
+  bool convert = false;
+  bool dry_run = false;
+  std::string runner;
+};
+
+// The engine's own `odyssey open`, used while no service runner is configured.
+std::vector<std::string> EngineOpenCommand(const Decision& d, const Flags& f) {
+  const char* cli = std::getenv("ODYSSEY_CLI");
+  std::vector<std::string> argv = {cli && *cli ? cli : "odyssey", "open"};
+  if (!d.action.name.empty()) argv.insert(argv.end(), {"--dispvm", d.action.name});
+  if (d.action.view_only || f.view_only) argv.push_back("--view-only");
+  argv.push_back(d.is_url ? d.subject : d.path);
+  return argv;
+}
+
+std::string Joined(const std::vector<std::string>& argv) {
+  std::string s;
+  for (const auto& a : argv) s += (s.empty() ? "" : " ") + a;
+  return s;
+}
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "odyssey-open: %s\n", msg.c_str());
+  return 1;
+}
+
+int Act(const Decision& d, const Flags& f) {
+  std::fprintf(stderr, "odyssey-open: %s -> %s (rule %s)\n", d.subject.c_str(), d.action.Spelling().c_str(),
+               d.rule_source.c_str());
+  const bool use_runner = !f.runner.empty() || std::getenv("ODYSSEY_RUNNER");
+  ExecRunner runner(f.runner.empty() ? ExecRunner::DefaultCommand() : SplitCommand(f.runner));
+  switch (d.action.kind) {
+    case Action::Kind::kDeny:
+      return Fail("refused: " + d.subject + " (rule " + d.rule_source + ": " + d.rule_text + ")");
+    case Action::Kind::kLocal: {
+      // Opening on the host again through xdg-open would come back here while odyssey-open
+      // is the default handler: ODYSSEY_LOCAL_OPENER names the real local application.
+      const char* opener = std::getenv("ODYSSEY_LOCAL_OPENER");
+      std::vector<std::string> argv = {opener && *opener ? opener : "xdg-open", d.is_url ? d.subject : d.path};
+      if (f.dry_run) return std::printf("would run: %s\n", Joined(argv).c_str()), 0;
+      ::setenv("ODYSSEY_OPEN_DEPTH", "1", 1);
+      auto rc = SpawnAndWait(argv, -1, -1, -1);
+      return rc.ok() ? rc.value() : Fail(rc.error().message);
+    }
+    case Action::Kind::kConvertPdf:
+    case Action::Kind::kConvertImage: {
+      if (d.is_url) return Fail("cannot convert a URL: " + d.subject);
+      if (f.dry_run) return std::printf("would convert %s: %s\n", d.path.c_str(), d.action.Explain().c_str()), 0;
+      ConvertOptions o;
+      o.kind = d.action.kind == Action::Kind::kConvertPdf ? ConvertOptions::Kind::kPdf : ConvertOptions::Kind::kImage;
+      o.on_page = [](uint32_t i, uint32_t n, const Page&) {
+        std::fprintf(stderr, "odyssey-open: converting: page %u/%u\n", i, n);
+      };
+      auto r = ConvertFile(runner, d.path, o);
+      if (!r.ok()) return Fail(r.error().message);
+      std::printf("%s\n", r->output_path.c_str());
+      return 0;
+    }
+    case Action::Kind::kDispVm:
+    case Action::Kind::kVm:
+      break;
+  }
+  Target target = *d.action.ServiceTarget();
+  if (!use_runner) {
+    if (target.kind == Target::Kind::kNamed)
+      return Fail("opening in the named domain '" + target.name + "' needs a service runner (" +
+                  "--runner or ODYSSEY_RUNNER); the engine's `odyssey open` only knows disposables");
+    auto argv = EngineOpenCommand(d, f);
+    if (f.dry_run) return std::printf("would run: %s\n", Joined(argv).c_str()), 0;
+    auto rc = SpawnAndWait(argv, -1, -1, -1);
+    return rc.ok() ? rc.value() : Fail(rc.error().message);
+  }
+  if (f.dry_run) return std::printf("would call %s in a %s\n", d.is_url ? "qubes.OpenURL" : "qubes.OpenInVM",
+                                    target.Describe().c_str()), 0;
+  if (d.is_url) {
+    auto rc = OpenUrlInDomain(runner, d.subject, target);
+    return rc.ok() ? rc.value() : Fail(rc.error().message);
+  }
+  OpenOptions o;
+  o.target = target;
+  o.view_only = d.action.view_only || f.view_only;
+  auto r = OpenFileInDomain(runner, d.path, o);
+  if (!r.ok()) return Fail(r.error().message);
+  if (r->written_back) std::fprintf(stderr, "odyssey-open: %s was edited; saved the new version\n", d.path.c_str());
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"Open FILEs or URLs the way Odyssey's routing rules say (see odyssey-route): "
+               "in a disposable by default, with edits written back safely."};
+  std::vector<std::string> subjects, dirs;
+  Flags f;
+  app.add_option("subjects", subjects, "files, file:// URLs or URLs")->required();
+  app.add_option("--dispvm", f.dispvm_template, "skip the rules: open in a disposable (of TEMPLATE)")
+      ->expected(0, 1);
+  app.add_flag("--view-only", f.view_only, "never take an edited file back");
+  app.add_flag("--convert", f.convert, "skip the rules: convert to a trusted PDF (PNG for images)");
+  app.add_flag("--dry-run", f.dry_run, "say what would happen, do nothing");
+  app.add_option("--rules-dir", dirs, "read rules from DIR (repeatable; see odyssey-route)");
+  app.add_option("--runner", f.runner, "command that runs a service in a domain (default $ODYSSEY_RUNNER; "
+                                       "without one, disposables are opened with `odyssey open`)");
+  CLI11_PARSE(app, argc, argv);
+  f.force_dispvm = app.count("--dispvm") > 0;
+
+  if (std::getenv("ODYSSEY_OPEN_DEPTH"))
+    return Fail("called again from a local opener (odyssey-open is the default handler): set "
+                "ODYSSEY_LOCAL_OPENER to the real local application");
+  RouterOptions ro;
+  if (!dirs.empty()) ro.dirs = dirs;
+  auto router = Router::Create(ro);
+  if (!router.ok()) return Fail(router.error().message);
+  int rc = 0;
+  for (const auto& s : subjects) {
+    auto d = router.value()->Route(s);
+    if (!d.ok()) {
+      rc = Fail(d.error().message);
+      continue;
+    }
+    for (const auto& note : d->notes) std::fprintf(stderr, "odyssey-open: warning: %s\n", note.c_str());
+    if (f.force_dispvm) {
+      d->action = Action{Action::Kind::kDispVm, f.dispvm_template, false};
+      d->rule_source = "--dispvm";
+    } else if (f.convert) {
+      bool image = d->mime.rfind("image/", 0) == 0;
+      d->action = Action{image ? Action::Kind::kConvertImage : Action::Kind::kConvertPdf, "", false};
+      d->rule_source = "--convert";
+    }
+    int one = Act(d.value(), f);
+    if (one != 0) rc = one;
+  }
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Main(argc, argv); }
