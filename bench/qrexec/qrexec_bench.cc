@@ -1,0 +1,243 @@
+// qrexec benchmarks. Starts real qrexec-agents (domains 5 and 6) and a qrexec-daemon (6) in a temp dir
+// over the socket vchan, then measures, in the same run:
+//   * BM_LocalSpawn          posix_spawn + wait of /bin/true (the baseline)
+//   * BM_AgentConnectionCall round trip of an empty service (/bin/true) via AgentConnection
+//   * BM_QrexecClientCall    the same through a qrexec-client process and the daemon
+//   * BM_LocalSpawnClient    spawn of qrexec-client --help (the client's own start-up cost)
+//   * BM_CallThroughput      64 KiB writes through a call to `cat`, bytes/s
+//   * BM_RawVchanThroughput  64 KiB writes over a raw socket vchan pair, bytes/s
+// Latency benchmarks report p50/p99 (microseconds) as counters.
+#include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "base/io.h"
+#include "qrexec/host/agent_connection.h"
+#include "qrexec/transport.h"
+
+extern char** environ;
+
+namespace odyssey::qrexec {
+namespace {
+
+constexpr int kDom = 5;        // agent used through AgentConnection
+constexpr int kDaemonDom = 6;  // agent used through qrexec-daemon + qrexec-client
+using Clock = std::chrono::steady_clock;
+
+pid_t SpawnWithEnv(const std::vector<std::string>& argv, const std::vector<std::string>& extra_env,
+                   const char* out = "/dev/null") {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.push_back(*e);
+  for (auto& e : extra_env) env.push_back(e);
+  std::vector<char*> a, e;
+  for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+  a.push_back(nullptr);
+  for (auto& s : env) e.push_back(const_cast<char*>(s.c_str()));
+  e.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, out, O_WRONLY | O_CREAT | O_APPEND, 0644);
+  pid_t pid = -1;
+  posix_spawn(&pid, a[0], &fa, nullptr, a.data(), e.data());
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+int WaitPid(pid_t pid) {
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+struct World {
+  std::string root, vchan, sockets, rpc;
+  pid_t agent = -1, daemon_agent = -1, daemon = -1;
+  AgentConnectionPtr conn;
+
+  World() {
+    char tmpl[] = "/tmp/qrexec-bench-XXXXXX";
+    root = ::mkdtemp(tmpl);
+    vchan = root + "/vchan";
+    sockets = root + "/qubes";
+    rpc = root + "/rpc";
+    for (auto& d : {vchan, sockets, rpc}) ::mkdir(d.c_str(), 0755);
+    (void)!::symlink("/bin/true", (rpc + "/bench.Empty").c_str());
+    (void)!::symlink("/bin/cat", (rpc + "/bench.Cat").c_str());
+    std::string bin = QREXEC_BIN_DIR;
+    // One agent per host-side peer: an agent serves exactly one control connection.
+    agent = SpawnWithEnv({bin + "/qrexec-agent", "--agent-socket=", "--rpc-dir="},
+                         {"VCHAN_SOCKET_DIR=" + vchan, "VCHAN_DOMAIN=" + std::to_string(kDom),
+                          "QREXEC_SERVICE_PATH=" + rpc},
+                         (root + "/agent.log").c_str());
+    daemon_agent = SpawnWithEnv({bin + "/qrexec-agent", "--agent-socket=", "--rpc-dir="},
+                                {"VCHAN_SOCKET_DIR=" + vchan, "VCHAN_DOMAIN=" + std::to_string(kDaemonDom),
+                                 "QREXEC_SERVICE_PATH=" + rpc},
+                                (root + "/agent2.log").c_str());
+    daemon = SpawnWithEnv({bin + "/qrexec-daemon", "--socket-dir=" + sockets, std::to_string(kDaemonDom), "bench"},
+                          {"VCHAN_SOCKET_DIR=" + vchan, "VCHAN_DOMAIN=0"}, (root + "/daemon.log").c_str());
+    struct stat st;
+    while (::lstat((sockets + "/qrexec.bench").c_str(), &st) != 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    AgentConnectionOptions o;
+    o.domid = kDom;
+    o.domain_name = "bench";
+    o.socket_dir = vchan;
+    auto c = AgentConnection::Connect(o);
+    if (!c.ok()) {
+      std::fprintf(stderr, "bench: %s\n", c.error().message.c_str());
+      std::abort();
+    }
+    conn = std::move(c.value());
+  }
+  ~World() {
+    conn.reset();
+    for (pid_t p : {daemon, daemon_agent, agent}) {
+      ::kill(p, SIGKILL);
+      WaitPid(p);
+    }
+    (void)!std::system(("rm -rf '" + root + "'").c_str());
+  }
+};
+
+World& W() {
+  static World* w = new World();
+  return *w;
+}
+
+void ReportPercentiles(benchmark::State& state, std::vector<double>& us) {
+  if (us.empty()) return;
+  std::sort(us.begin(), us.end());
+  state.counters["p50_us"] = us[us.size() / 2];
+  state.counters["p99_us"] = us[std::min(us.size() - 1, us.size() * 99 / 100)];
+}
+
+void BM_LocalSpawn(benchmark::State& state) {
+  std::vector<double> us;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    WaitPid(SpawnWithEnv({"/bin/true"}, {}));
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  ReportPercentiles(state, us);
+}
+BENCHMARK(BM_LocalSpawn)->UseRealTime();
+
+void BM_AgentConnectionCall(benchmark::State& state) {
+  auto& w = W();
+  std::vector<double> us;
+  CallRequest req;
+  req.cmdline = "DEFAULT:QUBESRPC bench.Empty+ dom0";
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    auto r = w.conn->Call(req);
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    if (!r.ok() || *r != 0) state.SkipWithError("call failed");
+  }
+  ReportPercentiles(state, us);
+}
+BENCHMARK(BM_AgentConnectionCall)->UseRealTime();
+
+void BM_QrexecClientCall(benchmark::State& state) {
+  auto& w = W();
+  std::vector<double> us;
+  std::string bin = std::string(QREXEC_BIN_DIR) + "/qrexec-client";
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    int code = WaitPid(SpawnWithEnv({bin, "--socket-dir=" + w.sockets, "-d", "bench",
+                                     "DEFAULT:QUBESRPC bench.Empty+ dom0"},
+                                    {"VCHAN_SOCKET_DIR=" + w.vchan, "VCHAN_DOMAIN=0"}));
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    if (code != 0) state.SkipWithError("qrexec-client failed");
+  }
+  ReportPercentiles(state, us);
+}
+BENCHMARK(BM_QrexecClientCall)->UseRealTime();
+
+void BM_LocalSpawnClient(benchmark::State& state) {
+  std::vector<double> us;
+  std::string bin = std::string(QREXEC_BIN_DIR) + "/qrexec-client";
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    WaitPid(SpawnWithEnv({bin, "--help"}, {}));
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  ReportPercentiles(state, us);
+}
+BENCHMARK(BM_LocalSpawnClient)->UseRealTime();
+
+constexpr size_t kChunk = 64 << 10;
+constexpr size_t kPerIter = 64 << 20;
+
+void BM_CallThroughput(benchmark::State& state) {
+  auto& w = W();
+  for (auto _ : state) {
+    int in[2], out[2];
+    if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) std::abort();
+    std::thread writer([&] {
+      std::string buf(kChunk, 'q');
+      for (size_t n = 0; n < kPerIter; n += kChunk) (void)WriteAll(in[1], buf.data(), buf.size());
+      ::close(in[1]);
+    });
+    std::thread reader([&] {
+      std::vector<char> buf(kChunk);
+      while (::read(out[0], buf.data(), buf.size()) > 0) {
+      }
+    });
+    CallRequest req;
+    req.cmdline = "DEFAULT:QUBESRPC bench.Cat+ dom0";
+    req.stdin_fd = in[0];
+    req.stdout_fd = out[1];
+    auto r = w.conn->Call(req);
+    ::close(out[1]);
+    writer.join();
+    reader.join();
+    ::close(in[0]);
+    ::close(out[0]);
+    if (!r.ok()) state.SkipWithError("call failed");
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kPerIter));
+}
+BENCHMARK(BM_CallThroughput)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_RawVchanThroughput(benchmark::State& state) {
+  auto& w = W();
+  static int port = 900;
+  for (auto _ : state) {
+    vchan::Options so;
+    so.socket_dir = w.vchan;
+    so.own_domain = 0;
+    auto server = vchan::Vchan::Server(kDom, ++port, so);
+    std::thread client([&, p = port] {
+      vchan::Options co;
+      co.socket_dir = w.vchan;
+      co.own_domain = kDom;
+      auto c = vchan::Vchan::Client(0, p, co);
+      if (!c.ok()) std::abort();
+      std::string buf(kChunk, 'q');
+      for (size_t n = 0; n < kPerIter; n += kChunk) (void)(*c)->Send(buf.data(), buf.size());
+    });
+    std::vector<char> buf(kChunk);
+    for (size_t n = 0; n < kPerIter; n += kChunk) (void)(*server)->Recv(buf.data(), buf.size());
+    client.join();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kPerIter));
+}
+BENCHMARK(BM_RawVchanThroughput)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace odyssey::qrexec
+
+BENCHMARK_MAIN();
