@@ -541,6 +541,14 @@ Status Agent::Loop() {
     if (xcb_connection_has_error(conn_)) return Error{"gui-agent: lost the domain's display", 0};
     ODYSSEY_TRY(FlushDamage());
     xcb_flush(conn_);
+    // GetImage round trips may have queued events behind our back: poll() would not see
+    // them on the socket, so handle them before sleeping.
+    if (xcb_generic_event_t* ev = xcb_poll_for_queued_event(conn_)) {
+      Status st = OnXEvent(ev);
+      free(ev);
+      ODYSSEY_TRY(st);
+      continue;
+    }
     pollfd fds[2] = {{vchan_->PollFd(), POLLIN, 0}, {xcb_get_file_descriptor(conn_), POLLIN, 0}};
     if (poll(fds, 2, -1) < 0 && errno != EINTR) return Error::Errno("poll", "gui-agent");
     if (fds[0].revents) {
