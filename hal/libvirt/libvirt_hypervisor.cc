@@ -331,7 +331,9 @@ LibvirtHypervisor::~LibvirtHypervisor() = default;
 Result<std::unique_ptr<LibvirtHypervisor>> LibvirtHypervisor::Create(Options opts) {
   if (opts.state_dir.empty()) return Error{"libvirt backend: state_dir is required", EINVAL};
   if (opts.snapshot_dir.empty()) opts.snapshot_dir = opts.state_dir + "/snapshots";
-  if (opts.uri.empty() || opts.uri == "libvirt") opts.uri = "qemu:///embed?root=" + opts.state_dir + "/libvirt";
+  if (opts.uri.empty() || opts.uri == "libvirt" || opts.uri == "qemu:///embed") {
+    opts.uri = "qemu:///embed?root=" + opts.state_dir + "/libvirt";
+  }
   if (!opts.accel.empty() && opts.accel != "kvm" && opts.accel != "tcg") {
     return Error{"libvirt backend: accelerator '" + opts.accel + "' is neither kvm nor tcg", EINVAL};
   }

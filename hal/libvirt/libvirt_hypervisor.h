@@ -25,7 +25,7 @@
 namespace odyssey::hal::libvirt {
 
 struct Options {
-  // Empty: qemu:///embed?root=<state_dir>/libvirt.
+  // Empty, "libvirt" or "qemu:///embed": qemu:///embed?root=<state_dir>/libvirt.
   std::string uri;
   // Sockets, clone files, accelerator cache; created if missing.
   std::string state_dir;
@@ -124,7 +124,8 @@ class LibvirtDomain final : public hal::Domain {
   bool destroyed_ = false;
 };
 
-// Hypervisor::Open's entry for libvirt URIs ("" or "libvirt" = embedded QEMU under state_dir).
+// Hypervisor::Open's entry for libvirt URIs ("", "libvirt" or "qemu:///embed" = embedded QEMU
+// rooted at <state_dir>/libvirt).
 Result<HypervisorPtr> OpenLibvirt(const std::string& uri, const std::string& state_dir);
 
 }  // namespace odyssey::hal::libvirt

@@ -246,6 +246,27 @@ TEST_F(VmTest, CorruptedSnapshotGivesClearErrorThenRebuilds) {
   ASSERT_TRUE(ldom->Destroy().ok());
 }
 
+TEST_F(VmTest, DomainsNobodyOwnsAreLeftoversAndGetDestroyed) {
+  hal::DomainSpec spec;
+  spec.name = env().UniqueName("orphan");
+  auto started = env().hv().StartPaused(env().tmpl(), spec);  // paused before the kernel runs
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  started->reset();  // dropping the object leaves the domain running (the HAL contract)
+  EXPECT_TRUE(QemuRunning(spec.name));
+  auto leftovers = env().hv().ListLeftovers();
+  ASSERT_TRUE(leftovers.ok()) << leftovers.error().message;
+  bool found = false;
+  for (const auto& l : *leftovers) {
+    if (l.kind == "domain" && l.id == spec.name) found = true;
+  }
+  ASSERT_TRUE(found);
+  for (const auto& l : *leftovers) ASSERT_TRUE(env().hv().DestroyLeftover(l).ok()) << l.id;
+  EXPECT_FALSE(QemuRunning(spec.name));
+  auto after = env().hv().ListLeftovers();
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(after->empty());
+}
+
 TEST_F(VmTest, RefusesForeignSnapshotsAndBadNames) {
   hal::DomainSpec spec;
   spec.name = "ok-name";
