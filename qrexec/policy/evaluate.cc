@@ -239,8 +239,13 @@ std::string_view ActionName(Action action) {
 
 std::string Location::ToString(bool with_column) const {
   if (file.empty()) return "none";
-  std::string s = file + ":" + std::to_string(line);
-  if (with_column) s += ":" + std::to_string(column);
+  std::string s = file;
+  s += ':';
+  s += std::to_string(line);
+  if (with_column) {
+    s += ':';
+    s += std::to_string(column);
+  }
   return s;
 }
 

@@ -377,8 +377,11 @@ class Loader {
     for (const auto& name : names) {
       std::string path = dir + "/" + name;
       if (!AllCharsIn(name, "_.-") || name != Lower(name)) {
-        return Fail(ParseError{{path, 0, 0}, "invalid policy file name (allowed characters: 0-9 a-z _ . -)",
-                               Printable(name)});
+        ParseError error;
+        error.where.file = path;
+        error.message = "invalid policy file name (allowed characters: 0-9 a-z _ . -)";
+        error.token = Printable(name);
+        return Fail(std::move(error));
       }
       if (!LoadFile(path, path, LineFormat::kFull, "", "", from)) return false;
     }
