@@ -153,6 +153,8 @@ void RunColourLoop(benchmark::State& state, uint16_t w, uint16_t h, const std::s
   state.SetItemsProcessed(state.iterations());
   xcb_destroy_window(rig->gc, win);
   xcb_flush(rig->gc);
+  // Leave no window behind for the next benchmark.
+  WaitUntil([&] { return rig->session->stats().windows_mapped_now == 0; });
 }
 
 void BM_DrawToHostPixel(benchmark::State& state) { RunColourLoop(state, 50, 50, "latency"); }
@@ -164,6 +166,7 @@ BENCHMARK(BM_FullWindow800x600)->Unit(benchmark::kMillisecond)->UseRealTime()->M
 void BM_MemoryPerWindow(benchmark::State& state) {
   Rig* rig = GetRig();
   const int n = static_cast<int>(state.range(0));
+  WaitUntil([&] { return rig->session->stats().windows_mapped_now == 0; });
   for (auto _ : state) {
     uint64_t before_mapped = rig->session->stats().windows_mapped_now;
     long x0 = RssKib(rig->host->pid()), p0 = RssKib(0);
