@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# The demo command: installs what is missing, builds (Release), and runs the main job.
-# Today: open the bundled sample PDF and a URL in disposables through odysseyd
-# (`odyssey demo`); while the engine is not built, falls back to the vchan demo.
+# The demo command: installs what is missing, builds (Release), and runs the main job:
+# `odyssey demo` opens the bundled sample PDF and a URL in disposables through odysseyd
+# (started for the demo on its own socket and stopped afterwards) and prints what happened
+# and the latency of each. While the engine is not built, falls back to the vchan demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 build=build/release
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DODYSSEY_BUILD_TESTS=OFF \
   -DODYSSEY_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" -j "$(nproc)"
-if [[ -x "$build/engine/odyssey" ]]; then
-  exec "$build/engine/odyssey" demo "$@"
+# The engine's own targets first, so a half-finished module elsewhere cannot stop the demo.
+if ! cmake --build "$build" -j "$(nproc)" --target odyssey odysseyd odyssey-sandbox-stub 2>/dev/null; then
+  cmake --build "$build" -j "$(nproc)" || true
+fi
+if [[ -x "$build/engine/odyssey" && -x "$build/engine/odysseyd" ]]; then
+  # A daemon of the demo's own unless the caller points at one.
+  if [[ -z "${ODYSSEY_SOCKET:-}" ]]; then
+    demo_dir=$(mktemp -d /tmp/odyssey-demo-XXXXXX)
+    export ODYSSEY_SOCKET="$demo_dir/odysseyd.sock" ODYSSEY_STATE_DIR="$demo_dir/state"
+    trap '"$build/engine/odyssey" --no-autostart shutdown >/dev/null 2>&1 || true; sleep 0.2; rm -rf "$demo_dir"' EXIT
+  fi
+  "$build/engine/odyssey" demo --sample samples/sample.pdf "$@"
+  exit $?
 elif [[ -x "$build/hal/vchan/vchan-demo" ]]; then
   exec "$build/hal/vchan/vchan-demo" "$@"
 fi

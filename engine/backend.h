@@ -1,0 +1,70 @@
+// Backend: how the engine gets disposables, seen from the pool. A Member is one prepared
+// disposable (set up ahead of time, waiting); Call() resumes it and runs one command or
+// service with the caller's descriptors, then the member is destroyed. Implementations:
+// ProcessBackend (namespaced pre-forked helper processes, always available) and HalBackend
+// (hal::Hypervisor + qrexec agent connection, when those modules are built).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+
+namespace odyssey::engine {
+
+struct TemplateInfo {
+  std::string name;
+  std::string kind = "native";
+  std::string root_dir;  // empty: the host's own tree, read-only
+};
+
+// One call. Exactly one of argv (a command) or service (a qrexec service) is set.
+struct CallSpec {
+  std::vector<std::string> argv;   // command and arguments, looked up in the domain's PATH
+  std::string service;             // e.g. "qubes.OpenURL"
+  std::string service_arg;         // without '+'; may be empty
+  std::string source = "dom0";     // QREXEC_REMOTE_DOMAIN for services
+  UniqueFd stdin_fd, stdout_fd, stderr_fd;  // the caller's, passed straight through
+};
+
+struct MemberUsage {
+  uint64_t memory_bytes = 0;      // resident
+  uint64_t memory_pss_bytes = 0;  // proportional, CoW-shared pages counted once
+  uint32_t processes = 0;
+};
+
+class Member {
+ public:
+  virtual ~Member() = default;
+  virtual const std::string& name() const = 0;
+  virtual const std::string& template_name() const = 0;
+  // Backend handle recorded in the state store (process backend: helper pid).
+  virtual int64_t handle() const = 0;
+  // Resumes the member and runs spec to completion. Blocking. Returns the exit code
+  // (128+N when killed by signal N). Called at most once.
+  virtual Result<int> Call(CallSpec spec) = 0;
+  // Makes a running Call() return soon (the domain is killed). Thread-safe, idempotent.
+  virtual void Kill() = 0;
+  // Frees every resource of the member. Idempotent; safe after Kill().
+  virtual Status Destroy() = 0;
+  virtual MemberUsage Usage() = 0;
+};
+using MemberPtr = std::unique_ptr<Member>;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // Prepares one member of tmpl named name, ready for Call(). May run on any thread.
+  virtual Result<MemberPtr> Prepare(const TemplateInfo& tmpl, const std::string& name) = 0;
+  // Destroys everything a killed earlier run left behind; returns how many were found.
+  virtual Result<int> ReapLeftovers() = 0;
+  // Counts live resources this backend owns (for leak checks and `odyssey stats`).
+  virtual int CountLive() = 0;
+};
+using BackendPtr = std::unique_ptr<Backend>;
+
+}  // namespace odyssey::engine

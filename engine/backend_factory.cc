@@ -1,0 +1,74 @@
+#include "engine/backend_factory.h"
+
+#include <unistd.h>
+
+#include <climits>
+#include <filesystem>
+
+#include "engine/process_backend.h"
+
+#ifdef ODYSSEY_HAVE_HAL
+#include "engine/hal_backend.h"
+#endif
+
+namespace odyssey::engine {
+
+std::string ExecutableDir() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  buf[n] = '\0';
+  return std::filesystem::path(buf).parent_path().string();
+}
+
+std::string DefaultStubPath() {
+  std::string next = ExecutableDir() + "/odyssey-sandbox-stub";
+  if (::access(next.c_str(), X_OK) == 0) return next;
+#ifdef ODYSSEY_BUILD_STUB_PATH
+  if (::access(ODYSSEY_BUILD_STUB_PATH, X_OK) == 0) return ODYSSEY_BUILD_STUB_PATH;
+#endif
+  return next;
+}
+
+std::string DefaultPolicyDir() {
+  if (::access("/etc/odyssey/policy.d", F_OK) == 0) return "/etc/odyssey/policy.d";
+  return std::string(ODYSSEY_ENGINE_DATA_DIR) + "/policy.d";
+}
+
+std::vector<std::string> DefaultServicePath() {
+  return {std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services",
+          std::string(ODYSSEY_ENGINE_DATA_DIR) + "/services", "/usr/local/etc/qubes-rpc",
+          "/etc/qubes-rpc"};
+}
+
+void ApplyInstallDefaults(Config* config) {
+  if (config->stub_path.empty()) config->stub_path = DefaultStubPath();
+  if (config->policy_dir.empty()) config->policy_dir = DefaultPolicyDir();
+  if (config->service_path.empty()) config->service_path = DefaultServicePath();
+}
+
+std::string BuiltBackends() {
+#ifdef ODYSSEY_HAVE_HAL
+  return "process, hal (native:/// and other HAL URIs)";
+#else
+  return "process (the HAL backends are not built into this odysseyd)";
+#endif
+}
+
+Result<BackendPtr> MakeBackend(const Config& in) {
+  Config config = in;
+  ApplyInstallDefaults(&config);
+  std::string b = config.backend;
+#ifdef ODYSSEY_HAVE_HAL
+  if (b == "auto") b = "native:///";
+  if (b != "process") return MakeHalBackend(config, b);
+#else
+  if (b == "auto") b = "process";
+  if (b != "process")
+    return Error{"backend '" + b + "' needs the HAL, which is not built into this odysseyd; use "
+                 "backend = process (or auto)", ENOTSUP};
+#endif
+  return ProcessBackend::Create({config.stub_path, config.state_dir, config.service_path});
+}
+
+}  // namespace odyssey::engine

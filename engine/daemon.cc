@@ -1,0 +1,812 @@
+#include "engine/daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <list>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <thread>
+
+#include "base/io.h"
+#include "engine/admin_protocol.h"
+#include "engine/backend_factory.h"
+#include "engine/policy_gate.h"
+#include "engine/pool.h"
+#include "engine/process_backend.h"
+#include "engine/state_store.h"
+
+namespace odyssey::engine {
+namespace {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+bool ValidTemplateName(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s)
+    if (!std::islower(static_cast<unsigned char>(c)) && !std::isdigit(static_cast<unsigned char>(c)) &&
+        c != '-' && c != '_')
+      return false;
+  return true;
+}
+
+Status MkdirP(const std::string& dir, mode_t mode) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Error{"creating " + dir + ": " + ec.message(), ec.value()};
+  ::chmod(dir.c_str(), mode);
+  return OkStatus();
+}
+
+// One call in flight: what `odyssey ls` shows and what `kill`/timeouts act on.
+struct CallCtx {
+  std::string name;  // filled when the member is taken
+  std::string template_name;
+  std::string what;
+  uint32_t uid = 0;
+  int64_t started_ms = 0;
+  std::mutex mu;
+  Member* member = nullptr;  // owned by the call thread
+  bool killed = false;
+  std::string kill_reason;   // "killed" | "timeout" | "client gone" | "shutdown"
+  std::shared_ptr<asio::steady_timer> timer;
+
+  void Kill(const std::string& reason) {
+    std::lock_guard lock(mu);
+    if (!killed) kill_reason = reason;
+    killed = true;
+    if (member) member->Kill();
+  }
+};
+using CallCtxPtr = std::shared_ptr<CallCtx>;
+
+class DaemonImpl;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(DaemonImpl* d, asio::local::stream_protocol::socket sock, size_t max_line)
+      : d_(d), sock_(std::move(sock)), reader_(max_line) {}
+  void Start();
+  void Send(const json& j);
+  void Close();
+  std::list<CallCtxPtr>& calls() { return calls_; }
+  const struct ucred& cred() const { return cred_; }
+
+ private:
+  void ArmRead();
+  void OnReadable();
+  void WriteNext();
+
+  DaemonImpl* d_;
+  asio::local::stream_protocol::socket sock_;
+  LineReader reader_;
+  struct ucred cred_ = {};
+  std::deque<std::string> outq_;
+  bool writing_ = false;
+  bool closed_ = false;
+  std::list<CallCtxPtr> calls_;
+};
+
+class DaemonImpl : public Daemon {
+ public:
+  DaemonImpl(Config config) : config_(std::move(config)), acceptor_(io_), signals_(io_) {}
+  ~DaemonImpl() override;
+
+  Status Init();
+  Status Run(const std::function<void()>& ready) override;
+  void Stop() override { asio::post(io_, [this] { StopOnLoop(); }); }
+
+  // Called on the loop thread for each complete request line.
+  void Handle(const std::shared_ptr<Connection>& conn, ReceivedLine line);
+  bool Authorized(uid_t uid) const;
+  asio::io_context& io() { return io_; }
+
+ private:
+  void Accept();
+  void StopOnLoop();
+  json Dispatch(const std::shared_ptr<Connection>& conn, const json& req,
+                std::vector<UniqueFd>& fds, bool* async);
+  json StartCall(const std::shared_ptr<Connection>& conn, const json& req,
+                 std::vector<UniqueFd>& fds, bool is_service, bool* async);
+  void RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallSpec spec, json id,
+               uint32_t timeout_s);
+  json ListDomains();
+  json PoolStatsJson(const std::string& only);
+  json TemplatesJson();
+  Status AddTemplate(const TemplateRecord& t);
+  uint32_t PoolTarget(const TemplateRecord& t) const {
+    return t.pool_size < 0 ? config_.pool_size : static_cast<uint32_t>(t.pool_size);
+  }
+
+  Config config_;
+  asio::io_context io_;
+  asio::local::stream_protocol::acceptor acceptor_;
+  asio::signal_set signals_;
+  UniqueFd lock_fd_;
+  std::unique_ptr<StateStore> store_;
+  BackendPtr backend_;
+  std::unique_ptr<PoolManager> pools_;
+  std::unique_ptr<PolicyGate> policy_;
+  std::map<std::string, TemplateRecord> templates_;  // loop thread only
+  std::list<std::weak_ptr<Connection>> conns_;
+  bool stopping_ = false;
+  // Calls in flight (threads), for shutdown.
+  std::mutex calls_mu_;
+  std::condition_variable calls_cv_;
+  std::list<CallCtxPtr> active_;
+  int running_threads_ = 0;
+  std::atomic<uint64_t> total_calls_{0};
+  Clock::time_point started_ = Clock::now();
+};
+
+// ---- Connection ----
+
+void Connection::Start() {
+  auto cred = PeerCredentials(sock_.native_handle());
+  if (!cred.ok() || !d_->Authorized(cred->uid)) {
+    std::string who = cred.ok() ? "uid " + std::to_string(cred->uid) : "an unknown peer";
+    spdlog::warn("refused admin connection from {}", who);
+    Send(ErrorReply("permission denied: " + who +
+                    " may not use this odysseyd (only its owner and root; add the uid to "
+                    "allowed_uids in odysseyd.conf)"));
+    closed_ = true;  // Send() above is already queued; close after it is written
+    return;
+  }
+  cred_ = *cred;
+  sock_.non_blocking(true);
+  ArmRead();
+}
+
+void Connection::ArmRead() {
+  auto self = shared_from_this();
+  sock_.async_wait(asio::socket_base::wait_read, [self](const boost::system::error_code& ec) {
+    if (ec) {
+      self->Close();
+      return;
+    }
+    self->OnReadable();
+  });
+}
+
+void Connection::OnReadable() {
+  if (closed_) return;
+  auto self = shared_from_this();
+  for (;;) {
+    auto n = reader_.ReadFrom(sock_.native_handle());
+    if (!n.ok()) {
+      if (n.error().code == EAGAIN) break;
+      Close();
+      return;
+    }
+    while (auto line = reader_.Next()) d_->Handle(self, std::move(*line));
+    if (*n == 0) {  // peer closed: calls it started die with it
+      for (auto& c : calls_) c->Kill("client gone");
+      Close();
+      return;
+    }
+    if (closed_) return;
+  }
+  ArmRead();
+}
+
+void Connection::Send(const json& j) {
+  if (closed_) return;
+  outq_.push_back(j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+  if (!writing_) WriteNext();
+}
+
+void Connection::WriteNext() {
+  if (outq_.empty()) {
+    writing_ = false;
+    if (closed_) {
+      boost::system::error_code ec;
+      sock_.close(ec);
+    }
+    return;
+  }
+  writing_ = true;
+  auto self = shared_from_this();
+  asio::async_write(sock_, asio::buffer(outq_.front()),
+                    [self](const boost::system::error_code& ec, size_t) {
+                      self->outq_.pop_front();
+                      if (ec) {
+                        self->outq_.clear();
+                        self->writing_ = false;
+                        self->Close();
+                        return;
+                      }
+                      self->WriteNext();
+                    });
+}
+
+void Connection::Close() {
+  closed_ = true;
+  if (writing_) return;  // WriteNext() closes after the queue drains
+  outq_.clear();
+  boost::system::error_code ec;
+  sock_.close(ec);
+}
+
+// ---- DaemonImpl ----
+
+DaemonImpl::~DaemonImpl() {
+  if (pools_) pools_->Shutdown();
+}
+
+bool DaemonImpl::Authorized(uid_t uid) const {
+  if (uid == 0 || uid == ::geteuid()) return true;
+  for (uint32_t u : config_.allowed_uids)
+    if (u == uid) return true;
+  return false;
+}
+
+Status DaemonImpl::Init() {
+  ::signal(SIGPIPE, SIG_IGN);
+  ApplyInstallDefaults(&config_);
+  ODYSSEY_TRY(MkdirP(config_.state_dir, 0700));
+  std::string lock_path = config_.state_dir + "/odysseyd.lock";
+  lock_fd_.reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock_fd_) return Error::Errno("open", lock_path);
+  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+    auto pid = ReadFileToString(lock_path, 64);
+    return Error{"another odysseyd is already running for " + config_.state_dir + " (pid " +
+                     (pid.ok() ? *pid : std::string("?")) +
+                     "); use it, or stop it with `odyssey shutdown`", EBUSY};
+  }
+  std::string pid = std::to_string(::getpid());
+  (void)!::ftruncate(lock_fd_.get(), 0);
+  (void)!::pwrite(lock_fd_.get(), pid.data(), pid.size(), 0);
+
+  auto store = StateStore::Open(config_.state_dir + "/state.sqlite3");
+  if (!store.ok()) return store.error();
+  store_ = std::move(*store);
+
+  auto backend = MakeBackend(config_);
+  if (!backend.ok()) return backend.error();
+  backend_ = std::move(*backend);
+  policy_ = MakePolicyGate(config_.policy_dir);
+
+  // Reconciliation: everything a killed run left behind is destroyed before we serve.
+  auto reaped = backend_->ReapLeftovers();
+  if (!reaped.ok()) return reaped.error().Wrap("reconciling leftovers");
+  auto closed = store_->MarkAllInterrupted();
+  if (!closed.ok()) return closed.error();
+  if (*reaped || closed->first || closed->second)
+    spdlog::warn("reconciled a previous run: destroyed {} leftover domain(s); {} domain record(s) "
+                 "and {} interrupted call(s) closed", *reaped, closed->first, closed->second);
+
+  auto tmpls = store_->Templates();
+  if (!tmpls.ok()) return tmpls.error();
+  for (auto& t : *tmpls) templates_[t.name] = t;
+  if (!templates_.count(config_.default_template)) {
+    TemplateRecord host{config_.default_template, "native", "", -1};
+    ODYSSEY_TRY(store_->PutTemplate(host));
+    templates_[host.name] = host;
+  }
+  StateStore* st = store_.get();
+  pools_ = std::make_unique<PoolManager>(
+      backend_.get(), config_.max_domains, [st](const Member& m, const std::string& state) {
+        (void)st->PutDomain({m.name(), m.template_name(), state, m.handle(), 0});
+      });
+  for (auto& [name, t] : templates_)
+    pools_->Configure({t.name, t.kind, t.root_dir}, PoolTarget(t));
+
+  // The admin socket: refuse to steal a live one, replace a stale one.
+  std::string dir = std::filesystem::path(config_.socket_path).parent_path();
+  if (!dir.empty()) ODYSSEY_TRY(MkdirP(dir, (config_.socket_mode & 0077) ? 0755 : 0700));
+  if (config_.socket_path.size() >= sizeof(sockaddr_un::sun_path))
+    return Error{"socket path too long: " + config_.socket_path, ENAMETOOLONG};
+  {
+    asio::local::stream_protocol::socket probe(io_);
+    boost::system::error_code ec;
+    probe.connect(asio::local::stream_protocol::endpoint(config_.socket_path), ec);
+    if (!ec)
+      return Error{"another daemon already serves " + config_.socket_path +
+                       "; use it or choose another socket_path", EADDRINUSE};
+  }
+  ::unlink(config_.socket_path.c_str());
+  boost::system::error_code ec;
+  asio::local::stream_protocol::endpoint ep(config_.socket_path);
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) ::chmod(config_.socket_path.c_str(), config_.socket_mode);
+  if (!ec) acceptor_.listen(128, ec);
+  if (ec) return Error{"listening on " + config_.socket_path + ": " + ec.message(), ec.value()};
+  return OkStatus();
+}
+
+Status DaemonImpl::Run(const std::function<void()>& ready) {
+  signals_.add(SIGINT);
+  signals_.add(SIGTERM);
+  signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+    if (!ec) {
+      spdlog::info("signal {}: shutting down", sig);
+      StopOnLoop();
+    }
+  });
+  Accept();
+  spdlog::info("odysseyd {} ready on {} (backend {}, policy {}, pool size {})", EngineVersion(),
+               config_.socket_path, backend_->name(), policy_->engine_name(), config_.pool_size);
+  if (ready) ready();
+  io_.run();
+  // Stop: kill calls in flight, wait for their threads, empty the pools.
+  {
+    std::unique_lock lock(calls_mu_);
+    for (auto& c : active_) c->Kill("shutdown");
+    calls_cv_.wait(lock, [this] { return running_threads_ == 0; });
+  }
+  pools_->Shutdown();
+  ::unlink(config_.socket_path.c_str());
+  spdlog::info("odysseyd stopped");
+  return OkStatus();
+}
+
+void DaemonImpl::StopOnLoop() {
+  if (stopping_) return;
+  stopping_ = true;
+  boost::system::error_code ec;
+  acceptor_.close(ec);
+  signals_.cancel(ec);
+  for (auto& w : conns_)
+    if (auto c = w.lock()) c->Close();
+  io_.stop();
+}
+
+void DaemonImpl::Accept() {
+  acceptor_.async_accept([this](const boost::system::error_code& ec,
+                                asio::local::stream_protocol::socket sock) {
+    if (ec) {
+      if (ec == asio::error::operation_aborted || stopping_) return;
+      spdlog::warn("accept: {}", ec.message());
+    } else {
+      auto conn = std::make_shared<Connection>(this, std::move(sock), config_.max_request_bytes);
+      conns_.remove_if([](auto& w) { return w.expired(); });
+      conns_.push_back(conn);
+      conn->Start();
+    }
+    Accept();
+  });
+}
+
+void DaemonImpl::Handle(const std::shared_ptr<Connection>& conn, ReceivedLine line) {
+  if (line.oversized) {
+    conn->Send(ErrorReply("request too large (max " + std::to_string(config_.max_request_bytes) +
+                          " bytes per line); nothing was done"));
+    return;
+  }
+  if (line.text.empty()) return;  // blank lines are keep-alives
+  auto req = ParseRequest(line.text);
+  if (!req.ok()) {
+    conn->Send(ErrorReply(req.error().message + "; send one JSON object per line, e.g. "
+                                                "{\"op\":\"ping\"}"));
+    return;
+  }
+  json id = req->contains("id") ? (*req)["id"] : json();
+  bool async = false;
+  json reply;
+  try {
+    reply = Dispatch(conn, *req, line.fds, &async);
+  } catch (const std::exception& e) {  // a malformed field must never end the daemon
+    reply = ErrorReply(std::string("malformed request: ") + e.what());
+  }
+  if (async) return;
+  if (!id.is_null()) reply["id"] = id;
+  conn->Send(reply);
+}
+
+json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& req,
+                          std::vector<UniqueFd>& fds, bool* async) {
+  const std::string op = req["op"].get<std::string>();
+  auto str = [&](const char* key, const std::string& def = "") -> std::string {
+    if (!req.contains(key) || req[key].is_null()) return def;
+    if (!req[key].is_string()) throw std::invalid_argument(std::string(key) + " must be a string");
+    return req[key].get<std::string>();
+  };
+  auto uint = [&](const char* key, int64_t def) -> int64_t {
+    if (!req.contains(key) || req[key].is_null()) return def;
+    if (!req[key].is_number_unsigned() || req[key].get<uint64_t>() > (1u << 30))
+      throw std::invalid_argument(std::string(key) + " must be a non-negative integer");
+    return req[key].get<int64_t>();
+  };
+  if (op == "run") return StartCall(conn, req, fds, false, async);
+  if (op == "call") return StartCall(conn, req, fds, true, async);
+  if (!fds.empty()) return ErrorReply("op " + op + " takes no file descriptors");
+  if (op == "ping") {
+    json r = OkReply();
+    r["version"] = EngineVersion();
+    r["protocol"] = kProtocolVersion;
+    r["pid"] = ::getpid();
+    r["backend"] = backend_->name();
+    r["policy"] = policy_->engine_name();
+    r["default_template"] = config_.default_template;
+    r["your_uid"] = conn->cred().uid;
+    return r;
+  }
+  if (op == "ls") {
+    json r = OkReply();
+    r["domains"] = ListDomains();
+    return r;
+  }
+  if (op == "kill") {
+    std::string name = str("name");
+    {
+      std::lock_guard lock(calls_mu_);
+      for (auto& c : active_) {
+        if (c->name == name) {
+          c->Kill("killed");
+          return OkReply();
+        }
+      }
+    }
+    if (pools_->KillReady(name)) return OkReply();
+    return ErrorReply("no disposable named '" + name + "' (see `odyssey ls`)");
+  }
+  if (op == "pool") {
+    std::string tmpl = str("template");
+    int64_t size = uint("size", -1);
+    if (size >= 0) {
+      if (tmpl.empty()) tmpl = config_.default_template;
+      auto it = templates_.find(tmpl);
+      if (it == templates_.end())
+        return ErrorReply("template " + tmpl + " does not exist (see `odyssey template ls`)");
+      if (size > config_.max_domains)
+        return ErrorReply("pool size " + std::to_string(size) + " exceeds max_domains (" +
+                          std::to_string(config_.max_domains) + ")");
+      it->second.pool_size = size;
+      if (auto s = store_->PutTemplate(it->second); !s.ok()) return ErrorReply(s.error().message);
+      if (auto s = pools_->SetTarget(tmpl, static_cast<uint32_t>(size)); !s.ok())
+        return ErrorReply(s.error().message);
+    }
+    if (!tmpl.empty() && !templates_.count(tmpl))
+      return ErrorReply("template " + tmpl + " does not exist (see `odyssey template ls`)");
+    if (req.contains("wait") && req["wait"].is_boolean() && req["wait"].get<bool>()) {
+      // Tests and benchmarks: block the loop until in-flight preparation finished.
+      pools_->WaitIdle();
+    }
+    json r = OkReply();
+    r["pools"] = PoolStatsJson(tmpl);
+    return r;
+  }
+  if (op == "template_ls") {
+    json r = OkReply();
+    r["templates"] = TemplatesJson();
+    return r;
+  }
+  if (op == "template_add") {
+    TemplateRecord t{str("name"), str("kind", "native"), str("root_dir"), uint("pool_size", -1)};
+    auto s = AddTemplate(t);
+    if (!s.ok()) return ErrorReply(s.error().message);
+    return OkReply();
+  }
+  if (op == "template_rm") {
+    std::string name = str("name");
+    if (name == config_.default_template)
+      return ErrorReply("template " + name + " is the default disposable template and cannot be "
+                        "removed (change default_template in odysseyd.conf first)");
+    if (!templates_.erase(name))
+      return ErrorReply("template " + name + " does not exist (see `odyssey template ls`)");
+    pools_->Remove(name);
+    if (auto s = store_->DeleteTemplate(name); !s.ok()) return ErrorReply(s.error().message);
+    return OkReply();
+  }
+  if (op == "policy_check") {
+    PolicyQuery q{str("source", "@adminvm"), str("target", "@dispvm"), str("service"),
+                  str("argument")};
+    if (!ValidServiceName(q.service)) return ErrorReply("policy_check needs a valid service name");
+    auto d = policy_->Decide(q);
+    if (!d.ok()) return ErrorReply(d.error().message);
+    json r = OkReply();
+    r["allow"] = d->allow;
+    r["action"] = d->action;
+    r["rule"] = d->rule;
+    r["engine"] = policy_->engine_name();
+    return r;
+  }
+  if (op == "stats") {
+    json r = OkReply();
+    r["pools"] = PoolStatsJson("");
+    r["backend"] = backend_->name();
+    r["live_backend_resources"] = backend_->CountLive();
+    r["in_use"] = pools_->in_use().load();
+    r["total_calls"] = total_calls_.load();
+    r["uptime_s"] = MsSince(started_) / 1000.0;
+    auto decisions = store_->DecisionCount();
+    r["policy_decisions"] = decisions.ok() ? *decisions : -1;
+    return r;
+  }
+  if (op == "calls") {
+    auto calls = store_->RecentCalls(static_cast<int>(uint("limit", 20)));
+    if (!calls.ok()) return ErrorReply(calls.error().message);
+    json arr = json::array();
+    for (auto& c : *calls) {
+      json j = {{"id", c.id},         {"domain", c.domain},     {"kind", c.kind},
+                {"what", c.what},     {"uid", c.uid},           {"started_ms", c.started_ms},
+                {"pool_hit", c.pool_hit}, {"outcome", c.outcome}};
+      j["ended_ms"] = c.ended_ms ? json(*c.ended_ms) : json();
+      j["exit_code"] = c.exit_code ? json(*c.exit_code) : json();
+      arr.push_back(j);
+    }
+    json r = OkReply();
+    r["calls"] = arr;
+    return r;
+  }
+  if (op == "shutdown") {
+    asio::post(io_, [this] { StopOnLoop(); });
+    return OkReply();
+  }
+  return ErrorReply("unknown op '" + op + "' (see engine/admin_protocol.h)");
+}
+
+Status DaemonImpl::AddTemplate(const TemplateRecord& t) {
+  if (!ValidTemplateName(t.name))
+    return Error{"template names are 1-64 characters of [a-z0-9_-]", EINVAL};
+  if (templates_.count(t.name))
+    return Error{"template " + t.name + " already exists (remove it first with `odyssey template rm`)",
+                 EEXIST};
+  if (t.kind != "native") return Error{"template kind '" + t.kind + "' is not supported by the " +
+                                           backend_->name() + " backend", EINVAL};
+  if (!t.root_dir.empty()) {
+    struct stat st;
+    if (t.root_dir[0] != '/' || ::stat(t.root_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      return Error{"template root " + t.root_dir + " is not an absolute path to a directory", ENOTDIR};
+    for (const char* d : {"/tmp", "/home", "/proc", "/bin/sh"})
+      if (::access((t.root_dir + d).c_str(), F_OK) != 0)
+        return Error{"template root " + t.root_dir + " lacks " + d +
+                         " (a template tree needs /tmp, /home, /proc and /bin/sh)", ENOENT};
+  }
+  if (t.pool_size > static_cast<int64_t>(config_.max_domains))
+    return Error{"pool size exceeds max_domains", EINVAL};
+  ODYSSEY_TRY(store_->PutTemplate(t));
+  templates_[t.name] = t;
+  pools_->Configure({t.name, t.kind, t.root_dir}, PoolTarget(t));
+  return OkStatus();
+}
+
+json DaemonImpl::StartCall(const std::shared_ptr<Connection>& conn, const json& req,
+                           std::vector<UniqueFd>& fds, bool is_service, bool* async) {
+  if (stopping_) return ErrorReply("odysseyd is shutting down; retry in a moment");
+  if (fds.size() != 3)
+    return ErrorReply("run/call needs exactly 3 descriptors (stdin, stdout, stderr) sent with the "
+                      "request; got " + std::to_string(fds.size()));
+  CallSpec spec;
+  std::string what, service = "qubes.VMShell", arg;
+  if (is_service) {
+    if (!req.contains("service") || !req["service"].is_string())
+      return ErrorReply("call needs a string field \"service\"");
+    service = req["service"].get<std::string>();
+    if (req.contains("arg") && !req["arg"].is_string())
+      return ErrorReply("call: \"arg\" must be a string");
+    arg = req.value("arg", "");
+    if (!ValidServiceName(service) || !ValidServiceArg(arg))
+      return ErrorReply("invalid service name or argument (allowed: [0-9A-Za-z._-], arg also + @)");
+    spec.service = service;
+    spec.service_arg = arg;
+    what = service + (arg.empty() ? "" : "+" + arg);
+  } else {
+    if (!req.contains("argv") || !req["argv"].is_array() || req["argv"].empty())
+      return ErrorReply("run needs a non-empty array of strings \"argv\"");
+    for (auto& a : req["argv"]) {
+      if (!a.is_string()) return ErrorReply("run: every argv element must be a string");
+      std::string s = a.get<std::string>();
+      if (s.find('\0') != std::string::npos) return ErrorReply("run: argv contains a NUL byte");
+      spec.argv.push_back(s);
+      what += (what.empty() ? "" : " ") + s;
+    }
+  }
+  std::string tmpl = config_.default_template;
+  std::string target = "@dispvm";
+  if (req.contains("template") && !req["template"].is_null()) {
+    if (!req["template"].is_string()) return ErrorReply("\"template\" must be a string");
+    tmpl = req["template"].get<std::string>();
+    target = "@dispvm:" + tmpl;
+  }
+  if (!templates_.count(tmpl))
+    return ErrorReply("template " + tmpl + " does not exist (see `odyssey template ls`; add it "
+                      "with `odyssey template add " + tmpl + " --root DIR`)");
+  uint32_t timeout_s = config_.call_timeout_s;
+  if (req.contains("timeout_s") && !req["timeout_s"].is_null()) {
+    if (!req["timeout_s"].is_number_unsigned() || req["timeout_s"].get<uint64_t>() > 86400 * 7)
+      return ErrorReply("\"timeout_s\" must be an integer number of seconds (max 604800)");
+    timeout_s = req["timeout_s"].get<uint32_t>();
+  }
+  // Policy first: source @adminvm (the host user), target the disposable, the service.
+  PolicyQuery q{"@adminvm", target, service, arg};
+  auto decision = policy_->Decide(q);
+  if (!decision.ok()) return ErrorReply("policy error: " + decision.error().message);
+  (void)store_->RecordDecision({q.source, q.target, q.service, q.argument, decision->action,
+                                decision->rule});
+  if (!decision->allow)
+    return ErrorReply("call denied by policy: " + service + (arg.empty() ? "" : "+" + arg) +
+                      " from " + q.source + " to " + target + " (rule " + decision->rule +
+                      "; change the policy there)");
+
+  spec.stdin_fd = std::move(fds[0]);
+  spec.stdout_fd = std::move(fds[1]);
+  spec.stderr_fd = std::move(fds[2]);
+  auto ctx = std::make_shared<CallCtx>();
+  ctx->template_name = tmpl;
+  ctx->what = what;
+  ctx->uid = conn->cred().uid;
+  ctx->started_ms = StateStore::NowMs();
+  conn->calls().push_back(ctx);
+  {
+    std::lock_guard lock(calls_mu_);
+    active_.push_back(ctx);
+    running_threads_++;
+  }
+  json id = req.contains("id") ? req["id"] : json();
+  std::thread(&DaemonImpl::RunCall, this, conn, ctx, std::move(spec), id, timeout_s).detach();
+  *async = true;
+  return json();
+}
+
+void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallSpec spec,
+                         json id, uint32_t timeout_s) {
+  auto t0 = Clock::now();
+  auto reply = [&](json j) {
+    if (!id.is_null()) j["id"] = id;
+    asio::post(io_, [conn, j = std::move(j)] { conn->Send(j); });
+  };
+  bool hit = false;
+  auto taken = pools_->Take(ctx->template_name, &hit);
+  auto finish = [&] {
+    asio::post(io_, [conn, ctx] { conn->calls().remove(ctx); });
+    std::lock_guard lock(calls_mu_);
+    active_.remove(ctx);
+    running_threads_--;
+    calls_cv_.notify_all();
+  };
+  if (!taken.ok()) {
+    reply(ErrorReply("no disposable available: " + taken.error().message));
+    finish();
+    return;
+  }
+  MemberPtr member = std::move(*taken);
+  double prepare_ms = MsSince(t0);
+  {
+    std::lock_guard lock(ctx->mu);
+    ctx->name = member->name();
+    ctx->member = member.get();
+    if (ctx->killed) member->Kill();
+  }
+  total_calls_++;
+  (void)store_->PutDomain({member->name(), member->template_name(), "running", member->handle(), 0});
+  auto call_id = store_->BeginCall({0, member->name(), spec.service.empty() ? "run" : "call",
+                                    ctx->what, ctx->uid, ctx->started_ms, {}, {}, hit, ""});
+  json started = OkReply();
+  started["event"] = "started";
+  started["name"] = member->name();
+  started["template"] = member->template_name();
+  started["pool_hit"] = hit;
+  started["prepare_ms"] = prepare_ms;
+  reply(started);
+  if (timeout_s > 0) {
+    asio::post(io_, [this, ctx, timeout_s] {
+      ctx->timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(timeout_s));
+      ctx->timer->async_wait([ctx](const boost::system::error_code& ec) {
+        if (!ec) ctx->Kill("timeout");
+      });
+    });
+  }
+  auto code = member->Call(std::move(spec));
+  double call_ms = MsSince(t0);
+  {
+    std::lock_guard lock(ctx->mu);
+    ctx->member = nullptr;
+  }
+  (void)member->Destroy();
+  pools_->in_use()--;
+  (void)store_->SetDomainState(member->name(), "destroyed");
+  std::string outcome;
+  {
+    std::lock_guard lock(ctx->mu);
+    outcome = ctx->killed ? ctx->kill_reason : "exited";
+  }
+  asio::post(io_, [ctx] {
+    if (ctx->timer) ctx->timer->cancel();
+  });
+  json done = OkReply();
+  done["event"] = "exit";
+  done["name"] = member->name();
+  done["destroyed"] = true;
+  done["outcome"] = outcome;
+  done["elapsed_ms"] = call_ms;
+  if (code.ok()) {
+    int c = *code;
+    if (outcome == "timeout") c = 124;
+    done["code"] = c;
+    if (call_id.ok()) (void)store_->EndCall(*call_id, c, outcome);
+  } else {
+    done = ErrorReply("call in " + member->name() + " failed: " + code.error().message);
+    done["event"] = "exit";
+    done["code"] = 125;
+    if (call_id.ok()) (void)store_->EndCall(*call_id, std::nullopt, "failed");
+  }
+  spdlog::debug("call {} in {}: {} ({:.2f} ms, pool {})", ctx->what, member->name(), outcome,
+                call_ms, hit ? "hit" : "miss");
+  reply(done);
+  finish();
+}
+
+json DaemonImpl::ListDomains() {
+  json arr = json::array();
+  {
+    std::lock_guard lock(calls_mu_);
+    for (auto& c : active_) {
+      std::lock_guard l2(c->mu);
+      if (c->name.empty()) continue;
+      json j = {{"name", c->name}, {"template", c->template_name}, {"state", "running"},
+                {"what", c->what},  {"uid", c->uid},                {"started_ms", c->started_ms}};
+      if (c->member) {
+        MemberUsage u = c->member->Usage();
+        j["memory_bytes"] = u.memory_bytes;
+        j["memory_pss_bytes"] = u.memory_pss_bytes;
+      }
+      arr.push_back(j);
+    }
+  }
+  for (auto& [name, tmpl] : pools_->ReadyMembers())
+    arr.push_back({{"name", name}, {"template", tmpl}, {"state", "ready"}, {"what", ""}});
+  return arr;
+}
+
+json DaemonImpl::PoolStatsJson(const std::string& only) {
+  json arr = json::array();
+  for (auto& s : pools_->Stats()) {
+    if (!only.empty() && s.template_name != only) continue;
+    arr.push_back({{"template", s.template_name}, {"target", s.target}, {"ready", s.ready},
+                   {"preparing", s.preparing}, {"hits", s.hits}, {"misses", s.misses},
+                   {"prepared", s.prepared}, {"failures", s.failures},
+                   {"memory_bytes", s.memory_bytes}, {"memory_pss_bytes", s.memory_pss_bytes},
+                   {"last_error", s.last_error}});
+  }
+  return arr;
+}
+
+json DaemonImpl::TemplatesJson() {
+  json arr = json::array();
+  for (auto& [name, t] : templates_) {
+    arr.push_back({{"name", name}, {"kind", t.kind},
+                   {"root_dir", t.root_dir.empty() ? "(host)" : t.root_dir},
+                   {"pool_size", PoolTarget(t)},
+                   {"default", name == config_.default_template}});
+  }
+  return arr;
+}
+
+}  // namespace
+
+const char* EngineVersion() { return "0.1.0"; }
+
+Result<std::unique_ptr<Daemon>> Daemon::Create(const Config& config) {
+  auto d = std::make_unique<DaemonImpl>(config);
+  auto s = d->Init();
+  if (!s.ok()) return s.error();
+  return std::unique_ptr<Daemon>(std::move(d));
+}
+
+}  // namespace odyssey::engine

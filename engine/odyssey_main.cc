@@ -1,0 +1,156 @@
+// odyssey: the command-line front end of Odyssey. Talks to odysseyd over its admin socket
+// and starts one for the user when none is running (the embedded default).
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+
+#include "engine/backend_factory.h"
+#include "engine/cli.h"
+#include "engine/config.h"
+
+using namespace odyssey::engine;
+
+namespace {
+
+std::string DefaultSample() {
+  for (std::string p : {ExecutableDir() + "/../share/odyssey/samples/sample.pdf",
+                        std::string(ODYSSEY_SOURCE_DIR) + "/samples/sample.pdf"})
+    if (::access(p.c_str(), R_OK) == 0) return std::filesystem::path(p).lexically_normal();
+  return "samples/sample.pdf";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"odyssey: open untrusted things (a command, a document, a link) in a fresh, "
+               "isolated, throw-away disposable and get the result back.\nTalks to odysseyd "
+               "and starts one for you if none is running."};
+  app.require_subcommand(1);
+  CliContext ctx;
+  app.add_option("--socket", ctx.connect.socket_path,
+                 "odysseyd admin socket (default $ODYSSEY_SOCKET or " + DefaultSocketPath() + ")");
+  app.add_option("--config", ctx.connect.config_path, "config file for an odysseyd started for you");
+  bool no_autostart = false;
+  app.add_flag("--no-autostart", no_autostart, "fail instead of starting odysseyd when none runs");
+
+  // run
+  CallArgs run_args;
+  std::string dispvm;
+  auto* run = app.add_subcommand("run", "run a command in a disposable; its stdin/stdout/stderr "
+                                        "are yours and its exit code becomes odyssey's");
+  auto* dispvm_opt = run->add_option("--dispvm", dispvm,
+                                     "disposable template (bare --dispvm: the default template)")
+                         ->expected(0, 1);
+  run->add_option("--timeout", run_args.timeout_s, "kill the disposable after S seconds (exit 124)");
+  run->add_option("command", run_args.argv, "command and arguments (after --)");
+
+  // open
+  std::string open_target, open_tmpl;
+  bool view_only = false;
+  auto* open = app.add_subcommand("open", "open a FILE (qubes.OpenInVM) or URL (qubes.OpenURL) in "
+                                          "a disposable of the default template");
+  open->add_option("target", open_target, "a file path or a URL such as https://example.org/")
+      ->required();
+  open->add_option("--dispvm", open_tmpl, "disposable template");
+  open->add_flag("--view-only", view_only, "never take an edited file back");
+
+  auto* ls = app.add_subcommand("ls", "list disposables (running and ready in pools)");
+  ls->add_flag("--json", ctx.json, "machine-readable output");
+
+  std::string kill_name;
+  auto* kill = app.add_subcommand("kill", "destroy a disposable now");
+  kill->add_option("name", kill_name, "disposable name (see `odyssey ls`)")->required();
+
+  std::string pool_tmpl;
+  int pool_size = -1;
+  bool pool_wait = false;
+  auto* pool = app.add_subcommand("pool", "show pools, or set a template's pool size");
+  pool->add_option("template", pool_tmpl, "template (default: all; with --size: the default)");
+  pool->add_option("--size", pool_size, "target number of prepared disposables")
+      ->check(CLI::Range(0, 4096));
+  pool->add_flag("--wait", pool_wait, "wait until in-flight preparation finished");
+  pool->add_flag("--json", ctx.json, "machine-readable output");
+
+  auto* tmpl = app.add_subcommand("template", "manage disposable templates");
+  tmpl->require_subcommand(1);
+  auto* tmpl_ls = tmpl->add_subcommand("ls", "list templates");
+  tmpl_ls->add_flag("--json", ctx.json, "machine-readable output");
+  std::string tmpl_name, tmpl_root;
+  int tmpl_pool = -1;
+  auto* tmpl_add = tmpl->add_subcommand("add", "add a template from a directory tree");
+  tmpl_add->add_option("name", tmpl_name, "template name ([a-z0-9_-])")->required();
+  tmpl_add->add_option("--root", tmpl_root, "root tree (default: the host's own, read-only)");
+  tmpl_add->add_option("--pool-size", tmpl_pool, "pool size for this template");
+  auto* tmpl_rm = tmpl->add_subcommand("rm", "remove a template (destroys its pool)");
+  tmpl_rm->add_option("name", tmpl_name, "template name")->required();
+
+  auto* policy = app.add_subcommand("policy", "inspect the qrexec policy the engine obeys");
+  policy->require_subcommand(1);
+  std::string p_source = "@adminvm", p_target = "@dispvm", p_service, p_arg;
+  auto* check = policy->add_subcommand("check", "would this call be allowed? (exit 0 allow, 1 deny)");
+  check->add_option("service", p_service, "service name, e.g. qubes.OpenURL")->required();
+  check->add_option("--arg", p_arg, "service argument (without '+')");
+  check->add_option("--source", p_source, "calling domain (default @adminvm)");
+  check->add_option("--target", p_target, "target (default @dispvm; e.g. @dispvm:host)");
+  check->add_flag("--json", ctx.json, "machine-readable output");
+
+  auto* ping = app.add_subcommand("ping", "check that odysseyd answers");
+  auto* stats = app.add_subcommand("stats", "pool counters, memory, totals (JSON)");
+  auto* calls = app.add_subcommand("calls", "recent calls from the state store (JSON)");
+  auto* shutdown = app.add_subcommand("shutdown", "stop odysseyd (destroys every disposable)");
+
+  std::string demo_sample = DefaultSample(), demo_url = "https://example.org/";
+  auto* demo = app.add_subcommand("demo", "open the bundled sample PDF and a URL in disposables "
+                                          "and show what happened and how fast");
+  demo->add_option("--sample", demo_sample, "document to open");
+  demo->add_option("--url", demo_url, "URL to open");
+
+  // `run … -- CMD ARGS…`: everything after the first "--" following "run" is the command,
+  // untouched by option parsing (so `--dispvm -- sh -c …` works).
+  std::vector<std::string> command_after_dashes;
+  bool have_dashes = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) != "run") continue;
+    for (int j = i + 1; j < argc; ++j) {
+      if (std::string(argv[j]) == "--") {
+        have_dashes = true;
+        for (int k = j + 1; k < argc; ++k) command_after_dashes.emplace_back(argv[k]);
+        argc = j;
+        break;
+      }
+    }
+    break;
+  }
+  CLI11_PARSE(app, argc, argv);
+  ctx.connect.autostart = !no_autostart;
+
+  if (*run) {
+    if (have_dashes) run_args.argv.insert(run_args.argv.end(), command_after_dashes.begin(),
+                                          command_after_dashes.end());
+    if (run_args.argv.empty()) {
+      std::fprintf(stderr, "odyssey run: no command given (usage: odyssey run [--dispvm[=T]] -- CMD ARGS…)\n");
+      return 2;
+    }
+    if (*dispvm_opt) run_args.template_name = dispvm;
+    return CmdRun(ctx, run_args);
+  }
+  if (*open) return CmdOpen(ctx, open_target, open_tmpl, view_only);
+  if (*ls) return CmdLs(ctx);
+  if (*kill) return CmdKill(ctx, kill_name);
+  if (*pool) return CmdPool(ctx, pool_tmpl, pool_size, pool_wait);
+  if (*tmpl_ls) return CmdTemplate(ctx, "ls", "", "", -1);
+  if (*tmpl_add) return CmdTemplate(ctx, "add", tmpl_name, tmpl_root, tmpl_pool);
+  if (*tmpl_rm) return CmdTemplate(ctx, "rm", tmpl_name, "", -1);
+  if (*check) return CmdPolicyCheck(ctx, p_source, p_target, p_service, p_arg);
+  if (*ping) return CmdSimple(ctx, "ping");
+  if (*stats) return CmdSimple(ctx, "stats");
+  if (*calls) return CmdSimple(ctx, "calls");
+  if (*shutdown) {
+    ctx.connect.autostart = false;
+    return CmdSimple(ctx, "shutdown");
+  }
+  if (*demo) return CmdDemo(ctx, demo_sample, demo_url);
+  return 0;
+}
