@@ -122,8 +122,17 @@ VmEnv::VmEnv() {
   tmpl_.initrd = image_dir_ + "/initrd.img";
   tmpl_.memory_bytes = 256ull << 20;
   tmpl_.agent_path = ODYSSEY_VM_TEST_AGENT;
+  // Save images are only good for the QEMU and libvirt that wrote them: key the shared
+  // snapshot cache by the image and by both binaries.
+  std::string binaries;
+  for (const char* bin : {"/usr/bin/qemu-system-x86_64", kLibvirtQemuDriver}) {
+    struct stat st;
+    if (::stat(bin, &st) == 0) {
+      binaries += "-" + std::to_string(st.st_size % 100000) + "." + std::to_string(st.st_mtime % 100000);
+    }
+  }
   shared_snapshot_dir_ = fs::path(ImageCache()).parent_path().string() + "/snapshots/" +
-                         fs::path(image_dir_).filename().string();
+                         fs::path(image_dir_).filename().string() + binaries;
   // libvirt probes QEMU's capabilities into <root>/cache/qemu, seconds per fresh root under
   // TCG; every test process shares one cache (libvirt revalidates and rewrites it atomically).
   const std::string caps_cache = fs::path(ImageCache()).parent_path().string() + "/libvirt-qemu-caps";
@@ -141,6 +150,11 @@ VmEnv::VmEnv() {
     return;
   }
   hv_ = std::move(*hv);
+  // The accelerator probe (a KVM boot that may time out) is shared too.
+  auto accel = ReadFileToString(shared_snapshot_dir_ + "/" + kTemplate + ".accel", 16);
+  if (accel.ok() && (*accel == "kvm" || *accel == "tcg")) {
+    (void)WriteFileAtomic(hv_->options().snapshot_dir + "/" + kTemplate + ".accel", *accel);
+  }
 }
 
 Status VmEnv::BuildImage() {
@@ -203,6 +217,12 @@ std::string VmEnv::UniqueName(const std::string& prefix) {
 
 void VmEnv::Cleanup() {
   if (hv_) {
+    auto accel = ReadFileToString(hv_->options().snapshot_dir + "/" + kTemplate + ".accel", 16);
+    const std::string shared_accel = shared_snapshot_dir_ + "/" + kTemplate + ".accel";
+    std::error_code ec;
+    if (accel.ok() && fs::is_directory(shared_snapshot_dir_, ec) && !fs::exists(shared_accel, ec)) {
+      (void)WriteFileAtomic(shared_accel, *accel);
+    }
     auto leftovers = hv_->ListLeftovers();
     if (leftovers.ok()) {
       for (const auto& l : *leftovers) (void)hv_->DestroyLeftover(l);
