@@ -117,6 +117,7 @@ class SessionLoop {
   bool clipboard_pending_ = false;
   bool ever_mapped_ = false;
   bool agent_gone_ = false;
+  Status send_error_;  // set when the agent stops reading; ends the session
 
   std::atomic<uint64_t> messages_{0}, pixel_updates_{0}, windows_created_{0}, mapped_now_{0},
       clipboard_dropped_{0};
@@ -250,6 +251,7 @@ Status SessionLoop::Loop(int stop_fd) {
     }
     ODYSSEY_TRY(HandleXEvents());
     ODYSSEY_TRY(FlushOut());
+    if (!send_error_.ok()) return send_error_;
     if (agent_gone_) return OkStatus();
   }
 }
@@ -279,7 +281,9 @@ Status SessionLoop::ReadGuest() {
 
 Status SessionLoop::Send(std::vector<uint8_t> bytes) {
   if (out_.size() + bytes.size() > kMaxOutQueue) {
-    return Error{"gui: the agent of " + opts_.domain_name + " does not read its input", 0};
+    // Callers in event handlers cannot return it: the loop ends the session on it.
+    send_error_ = Error{"gui: the agent of " + opts_.domain_name + " does not read its input", 0};
+    return send_error_;
   }
   out_.insert(out_.end(), bytes.begin(), bytes.end());
   return FlushOut();
