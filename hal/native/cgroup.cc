@@ -238,6 +238,7 @@ Status Cgroup::KillAll(std::chrono::milliseconds timeout) const {
   std::string freezer_dir = Dir(tree_.freezer());
   if (::access(freezer_dir.c_str(), F_OK) != 0) return OkStatus();
   auto deadline = Clock::now() + timeout;
+  if (Pids().empty()) return OkStatus();
   for (;;) {
     // Frozen tasks can neither fork nor exit, so the pids read below stay theirs.
     (void)Freeze(std::chrono::milliseconds(500));

@@ -113,6 +113,8 @@ struct Context {
   NativeOptions options;
   CgroupTree cgroups;
   std::shared_ptr<Registry> registry;
+  // Idmap for the vchan directory (host root -> the agent's uid); invalid: plain bind.
+  UniqueFd vchan_idmap;
   std::string domains_dir() const { return state_dir + "/domains"; }
   std::string zygotes_dir() const { return state_dir + "/zygotes"; }
 };
@@ -292,7 +294,16 @@ class NativeDomain final : public Domain {
   Status Destroy() override {
     std::lock_guard<std::mutex> lock(mu_);
     if (destroyed_) return OkStatus();
-    if (pidfd_) ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    if (pidfd_) {
+      // Killing the pid namespace's init kills the whole domain; a frozen init only dies
+      // once thawed. The pidfd turns readable after the namespace has been torn down.
+      ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+      (void)cgroup_.Thaw();
+      struct pollfd p {pidfd_.get(), POLLIN, 0};
+      ::poll(&p, 1, 10000);
+    }
+    // Anything still in the group (a partial clone, a task that got out of the pid
+    // namespace's reach): killed the slow way; returns at once when the group is empty.
     Status status = cgroup_.KillAll();
     if (status.ok()) status = cgroup_.Remove();
     if (status.ok()) status = RemoveTree(dir());
@@ -518,10 +529,20 @@ class NativeHypervisor final : public Hypervisor {
     };
     if (auto s = MakeDir(domain->dir(), 0711, true); !s.ok()) return fail(s.error());
     if (auto s = MakeDir(domain->vchan_dir(), 0700); !s.ok()) return fail(s.error());
-    const uint32_t base = ctx_->options.ids.host_base;
-    if (::chown(domain->vchan_dir().c_str(), base + ctx_->options.inner_uid,
-                base + ctx_->options.inner_gid) != 0) {
-      return fail(Error::Errno("chown", domain->vchan_dir()));
+    // Both ends create sockets in the vchan directory. With an idmapped mount the agent
+    // sees the root-owned directory (and the host's sockets) as its own; without one, the
+    // directory belongs to the agent's host uid and host-made sockets need mode o+w.
+    UniqueFd vchan_mount;
+    if (ctx_->vchan_idmap) {
+      auto m = IdmappedBindMount(domain->vchan_dir(), ctx_->vchan_idmap.get());
+      if (!m.ok()) return fail(m.error());
+      vchan_mount = std::move(*m);
+    } else {
+      const uint32_t base = ctx_->options.ids.host_base;
+      if (::chown(domain->vchan_dir().c_str(), base + ctx_->options.inner_uid,
+                  base + ctx_->options.inner_gid) != 0) {
+        return fail(Error::Errno("chown", domain->vchan_dir()));
+      }
     }
     auto procs = cg->OpenProcsFds();
     if (!procs.ok()) return fail(procs.error());
@@ -543,11 +564,16 @@ class NativeHypervisor final : public Hypervisor {
     req.flags = kSanitized ? proto::kFlagNoLeakCheck : 0;
     std::vector<int> fds = {status_write.get()};
     for (auto& fd : *procs) fds.push_back(fd.get());
+    if (vchan_mount) {
+      req.flags |= proto::kFlagVchanMountFd;
+      fds.push_back(vchan_mount.get());
+    }
 
     pid_t pid = -1;
     auto pidfd = snap->Clone(req, fds, &pid);
     status_write.reset();
     procs->clear();
+    vchan_mount.reset();
     if (!pidfd.ok()) return fail(pidfd.error());
     domain->set_pidfd(std::move(*pidfd));
     auto status = ReadStatus(status_read.get(), ctx_->options.agent_timeout);
@@ -601,6 +627,14 @@ Result<HypervisorPtr> OpenNative(const std::string& state_dir, const NativeOptio
   auto tree = CgroupTree::Discover(options.cgroup_parent);
   if (!tree.ok()) return wrap(tree.error());
   ctx->cgroups = *tree;
+  // Without idmapped mounts (old kernel, filesystem without support) clones fall back to
+  // a plain bind of a directory owned by the agent's host uid.
+  auto idmap = MakeIdmapUserNamespace(options.ids.host_base + options.inner_uid,
+                                      options.ids.host_base + options.inner_gid);
+  if (idmap.ok()) {
+    auto probe = IdmappedBindMount(ctx->domains_dir(), idmap->get());
+    if (probe.ok()) ctx->vchan_idmap = std::move(*idmap);
+  }
   return HypervisorPtr(std::make_unique<NativeHypervisor>(std::move(ctx)));
 }
 

@@ -22,7 +22,8 @@ struct ReadyMsg {
   char message[512];    // what failed, NUL-terminated
 };
 
-// Host -> zygote: make one clone. fds: [status pipe write end, cgroup.procs fds...].
+// Host -> zygote: make one clone. fds: [status pipe write end, cgroup.procs fds...,
+// vchan mount fd if kFlagVchanMountFd].
 struct CloneRequest {
   uint32_t magic;
   uint32_t version;
@@ -35,6 +36,9 @@ struct CloneRequest {
   uint32_t reserved;
 };
 inline constexpr uint32_t kFlagNoLeakCheck = 1;  // ASAN_OPTIONS=detect_leaks=0 for the agent
+// The last fd is a detached, idmapped mount of vchan_dir (host root's files appear owned by
+// the agent's uid inside) to move to /run/vchan instead of bind-mounting vchan_dir.
+inline constexpr uint32_t kFlagVchanMountFd = 2;
 
 // Zygote -> host: fds: [pidfd of the clone's init] when error == 0.
 struct CloneReply {

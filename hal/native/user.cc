@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -79,6 +80,50 @@ Result<pid_t> SpawnInUserNamespace(const UserNsChild& child) {
   }
   if (::write(sync_write.get(), "g", 1) != 1) return abort_child(Error::Errno("write", "sync pipe"));
   return static_cast<pid_t>(pid);
+}
+
+Result<UniqueFd> MakeIdmapUserNamespace(uint32_t host_uid, uint32_t host_gid) {
+  int sync[2];
+  if (::pipe2(sync, O_CLOEXEC) != 0) return Error::Errno("pipe2", "idmap user namespace");
+  UniqueFd sync_read(sync[0]), sync_write(sync[1]);
+  long pid = ::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+  if (pid < 0) return Error::Errno("clone(CLONE_NEWUSER)", "idmap user namespace");
+  if (pid == 0) {
+    // Only holds the namespace until the parent has opened it; raw syscalls only.
+    char c;
+    ::syscall(SYS_close, sync[1]);
+    ::syscall(SYS_read, sync[0], &c, 1);
+    ::syscall(SYS_exit_group, 0);
+  }
+  Result<UniqueFd> result = Error{"unreachable", 0};
+  auto done = [&](Result<UniqueFd> r) {
+    sync_write.reset();
+    ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
+    return r;
+  };
+  if (auto s = WriteProcFile(pid, "uid_map", "0 " + std::to_string(host_uid) + " 1\n"); !s.ok()) {
+    return done(s.error());
+  }
+  if (auto s = WriteProcFile(pid, "gid_map", "0 " + std::to_string(host_gid) + " 1\n"); !s.ok()) {
+    return done(s.error());
+  }
+  std::string ns = "/proc/" + std::to_string(pid) + "/ns/user";
+  UniqueFd fd(::open(ns.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return done(Error::Errno("open", ns));
+  return done(std::move(fd));
+}
+
+Result<UniqueFd> IdmappedBindMount(const std::string& dir, int userns_fd) {
+  UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, dir.c_str(),
+                                           OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)));
+  if (!tree) return Error::Errno("open_tree", dir);
+  struct mount_attr attr {};
+  attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+  attr.userns_fd = static_cast<uint64_t>(userns_fd);
+  if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH, &attr, sizeof(attr)) != 0) {
+    return Error::Errno("mount_setattr(idmap)", dir);
+  }
+  return tree;
 }
 
 }  // namespace odyssey::hal::native

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/unique_fd.h"
 
 namespace odyssey::hal::native {
 
@@ -33,5 +34,13 @@ struct UserNsChild {
 // Safe in a multi-threaded (and sanitized) process: the child only makes raw syscalls
 // between clone and execve.
 Result<pid_t> SpawnInUserNamespace(const UserNsChild& child);
+
+// A user namespace (kept only as an fd) mapping id 0 to host uid/gid: the idmap that makes
+// host-root-owned files look owned by that uid through an idmapped mount.
+Result<UniqueFd> MakeIdmapUserNamespace(uint32_t host_uid, uint32_t host_gid);
+
+// A detached recursive bind of dir, idmapped through userns_fd and nosuid,nodev,noexec,
+// ready for move_mount() in another mount namespace.
+Result<UniqueFd> IdmappedBindMount(const std::string& dir, int userns_fd);
 
 }  // namespace odyssey::hal::native

@@ -90,7 +90,7 @@ TEST_F(IsolationTest, CannotWriteHostFiles) {
 TEST_F(IsolationTest, NamedTemplateIsCopyOnWrite) {
   // A directory tree template: the (static) probe sees it read-only underneath and writes go
   // to its own overlay upper, never to the tree.
-  std::string root = state_dir_ + "-tmpl";
+  std::string root = state_dir_ + "/tmpl";  // removed with the state dir
   std::filesystem::create_directories(root + "/etc");
   std::filesystem::create_directories(root + "/data");
   std::ofstream(root + "/etc/marker") << "template-marker\n";
@@ -120,7 +120,6 @@ TEST_F(IsolationTest, NamedTemplateIsCopyOnWrite) {
   EXPECT_EQ(kv["Seccomp"], "2");
   EXPECT_EQ(kv["hostname"], "tree1");
   EXPECT_TRUE((*dom)->Destroy().ok());
-  std::filesystem::remove_all(root);
 }
 
 TEST_F(IsolationTest, MemoryLimitIsEnforced) {

@@ -193,11 +193,20 @@ MaybeFailure MountCloneAndPivot(const TemplateLayout& layout, const CloneMounts&
   ZYGOTE_TRY(MakeDir(home, 0700));
   if (::chown(home.c_str(), layout.inner_uid, layout.inner_gid) != 0) return Errno("chown", home);
   ZYGOTE_TRY(MakeDir(root + kVchanDirInside, 0755));
-  ZYGOTE_TRY(Mount(clone.vchan_dir, root + kVchanDirInside, nullptr, MS_BIND));
-  if (::mount(nullptr, (root + kVchanDirInside).c_str(), nullptr,
-              MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC | KeptFlags(root + kVchanDirInside),
-              nullptr) != 0) {
-    return Errno("remount nosuid,nodev,noexec", root + kVchanDirInside);
+  if (clone.vchan_mount_fd >= 0) {
+    // Prepared by the host (idmapped, nosuid, nodev, noexec); only needs attaching.
+    if (::syscall(SYS_move_mount, clone.vchan_mount_fd, "", AT_FDCWD,
+                  (root + kVchanDirInside).c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+      return Errno("move_mount", root + kVchanDirInside);
+    }
+    ::close(clone.vchan_mount_fd);
+  } else {
+    ZYGOTE_TRY(Mount(clone.vchan_dir, root + kVchanDirInside, nullptr, MS_BIND));
+    if (::mount(nullptr, (root + kVchanDirInside).c_str(), nullptr,
+                MS_BIND | MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC | KeptFlags(root + kVchanDirInside),
+                nullptr) != 0) {
+      return Errno("remount nosuid,nodev,noexec", root + kVchanDirInside);
+    }
   }
   if (::chdir(root.c_str()) != 0) return Errno("chdir", root);
   if (::syscall(SYS_pivot_root, ".", ".") != 0) return Errno("pivot_root", root);

@@ -28,6 +28,7 @@ inline constexpr const char* kVchanDirInside = "/run/vchan";
 // Per-clone mount parameters.
 struct CloneMounts {
   std::string vchan_dir;     // host directory, bound at kVchanDirInside
+  int vchan_mount_fd = -1;   // or: a detached (idmapped) mount of it, moved there instead
   uint64_t tmpfs_bytes = 0;  // size of each writable layer
 };
 

@@ -86,12 +86,13 @@ void WriteStatus(int fd, const std::string& text) {
   };
   // Join the domain's cgroups (fds opened by the host, so host root's credentials apply),
   // then root a cgroup namespace there.
-  for (size_t i = 1; i < fds.size(); ++i) {
+  for (size_t i = 1; i <= req.cgroup_fd_count; ++i) {
     if (::write(fds[i], "0", 1) != 1) fail(Errno("join cgroup", std::to_string(i)));
     ::close(fds[i]);
   }
+  const int vchan_mount_fd = (req.flags & proto::kFlagVchanMountFd) ? fds.back() : -1;
   if (::unshare(CLONE_NEWCGROUP) != 0) fail(Errno("unshare(CLONE_NEWCGROUP)"));
-  CloneMounts mounts{req.vchan_dir, req.tmpfs_bytes};
+  CloneMounts mounts{req.vchan_dir, vchan_mount_fd, req.tmpfs_bytes};
   if (auto f = MountCloneAndPivot(config.layout, mounts)) fail(*f);
   // The zygote's stdio belongs to the host; nothing in the domain keeps it.
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -153,7 +154,7 @@ bool ReceiveRequest(proto::CloneRequest* req, std::vector<int>* fds) {
   bool valid = n == sizeof(*req) && !(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) &&
                req->magic == proto::kMagic && req->version == proto::kVersion &&
                req->cgroup_fd_count <= proto::kMaxCgroupFds &&
-               fds->size() == req->cgroup_fd_count + 1;
+               fds->size() == req->cgroup_fd_count + 1 + ((req->flags & proto::kFlagVchanMountFd) ? 1 : 0);
   req->name[sizeof(req->name) - 1] = '\0';
   req->vchan_dir[sizeof(req->vchan_dir) - 1] = '\0';
   return valid;
