@@ -126,6 +126,22 @@ Result<int> ConnectUnix(const std::string& path) {
   return fd;
 }
 
+// "qcow2" if the file starts with qcow2's magic, else "raw".
+std::string DiskFormat(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  char magic[4] = {};
+  f.read(magic, 4);
+  return std::memcmp(magic, "QFI\xfb", 4) == 0 ? "qcow2" : "raw";
+}
+
+// Creates a qcow2 overlay at overlay backed by base (which is never written).
+Status CreateOverlay(const std::string& base, const std::string& overlay) {
+  std::string cmd = "qemu-img create -q -f qcow2 -F " + DiskFormat(base) + " -b '" + base + "' '" + overlay +
+                    "' >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) return Error{"qemu-img create " + overlay + " on " + base + " failed", EIO};
+  return OkStatus();
+}
+
 std::string Field(const snapshot::SnapshotInfo& info, const std::string& key) {
   auto it = info.fields.find(key);
   return it == info.fields.end() ? std::string() : it->second;
@@ -389,11 +405,9 @@ Result<LibvirtHypervisor::Boot> LibvirtHypervisor::BootDomain(const TemplateSpec
   if (!tmpl.disk.empty()) {
     // Clones write to their own overlay; the template's disk is never modified.
     p.disk = boot.clone_dir + "/disk.qcow2";
-    std::string cmd = "qemu-img create -q -f qcow2 -F qcow2 -b '" + fs::absolute(tmpl.disk).string() +
-                      "' '" + p.disk + "' >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) != 0) {
+    if (Status st = CreateOverlay(fs::absolute(tmpl.disk).string(), p.disk); !st.ok()) {
       RemoveTree(boot.clone_dir);
-      return Error{"creating overlay " + p.disk + " on " + tmpl.disk + " failed", EIO};
+      return st.error();
     }
   }
   std::string xml = BuildDomainXml(p);
@@ -483,6 +497,17 @@ Result<SnapshotPtr> LibvirtHypervisor::PrepareSnapshot(const TemplateSpec& tmpl)
     ::unlink(tmp.c_str());
     return fail(save_err);
   }
+  // The saved memory matches the template's overlay as it was at the save, so that overlay
+  // (not the base disk) backs every clone's overlay; it moves into the catalog.
+  std::string template_disk;
+  if (!tmpl.disk.empty()) {
+    template_disk = opts_.snapshot_dir + "/" + tmpl.name + ".disk.qcow2";
+    if (::rename((boot->clone_dir + "/disk.qcow2").c_str(), template_disk.c_str()) != 0) {
+      Error e = Error::Errno("rename", boot->clone_dir + "/disk.qcow2");
+      ::unlink(tmp.c_str());
+      return fail(e);
+    }
+  }
   (void)dom.Destroy();  // the save stopped QEMU; this removes the template's sockets and files
   if (::rename(tmp.c_str(), payload.c_str()) != 0) {
     Error e = Error::Errno("rename", tmp);
@@ -498,7 +523,7 @@ Result<SnapshotPtr> LibvirtHypervisor::PrepareSnapshot(const TemplateSpec& tmpl)
   info.fields["console_log"] = boot->params.console_log;
   info.fields["accel"] = *accel;
   info.fields["memory_bytes"] = std::to_string(tmpl.memory_bytes);
-  info.fields["disk"] = tmpl.disk.empty() ? "" : fs::absolute(tmpl.disk).string();
+  info.fields["disk"] = template_disk;
   auto sealed = snapshot::Seal(payload, info);
   if (!sealed.ok()) return sealed.error().Wrap("preparing template " + tmpl.name);
   auto xml = ReadSaveImageXml(payload);
@@ -556,10 +581,9 @@ Result<DomainPtr> LibvirtHypervisor::CloneFromSnapshot(const SnapshotPtr& snap, 
   }
   if (const std::string disk = Field(info, "disk"); !disk.empty()) {
     const std::string overlay = clone_dir + "/disk.qcow2";
-    std::string cmd = "qemu-img create -q -f qcow2 -F qcow2 -b '" + disk + "' '" + overlay + "' >/dev/null 2>&1";
-    if (std::system(cmd.c_str()) != 0) {
+    if (Status st = CreateOverlay(disk, overlay); !st.ok()) {
       RemoveTree(clone_dir);
-      return Error{"cloning " + spec.name + ": creating overlay " + overlay + " failed", EIO};
+      return st.error().Wrap("cloning " + spec.name);
     }
     // The saved XML names the template domain's overlay; point it at the clone's.
     const std::string tmpl_overlay = fs::path(Field(info, "console_log")).parent_path().string() + "/disk.qcow2";

@@ -267,6 +267,27 @@ TEST_F(VmTest, DomainsNobodyOwnsAreLeftoversAndGetDestroyed) {
   EXPECT_TRUE(after->empty());
 }
 
+TEST_F(VmTest, DiskTemplateDomainsGetTheirOwnOverlay) {
+  const std::string base = env().state_dir() + "/base.qcow2";
+  std::string cmd = "qemu-img create -q -f qcow2 '" + base + "' 16M";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  hal::TemplateSpec tmpl = env().tmpl();
+  tmpl.disk = base;
+  hal::DomainSpec spec;
+  spec.name = env().UniqueName("disk");
+  auto started = env().hv().StartPaused(tmpl, spec);  // paused before the kernel runs
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  auto* dom = static_cast<LibvirtDomain*>(started->get());
+  const std::string overlay = fs::path(dom->console_log()).parent_path().string() + "/disk.qcow2";
+  ASSERT_TRUE(fs::exists(overlay));
+  cmd = "qemu-img info -U '" + overlay + "' | grep -q 'backing file: " + base + "'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << "overlay is not backed by " << base;
+  ASSERT_TRUE(dom->Destroy().ok());
+  EXPECT_FALSE(fs::exists(overlay));
+  EXPECT_TRUE(fs::exists(base));
+  EXPECT_FALSE(QemuRunning(spec.name));
+}
+
 TEST_F(VmTest, RefusesForeignSnapshotsAndBadNames) {
   hal::DomainSpec spec;
   spec.name = "ok-name";
