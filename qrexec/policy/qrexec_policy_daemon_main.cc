@@ -47,6 +47,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "qrexec-policy-daemon: %zu rules loaded from %s\n", policy->rule_count(),
                  flags.policy_dir.c_str());
   }
+  // Hold SIGTERM/SIGINT until the handler can reach the server: a client may see the
+  // socket (and a supervisor may stop us) as soon as it is bound.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  ::sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
   auto server = SocketServer::Create(server_options, service);
   if (!server.ok()) {
     std::fprintf(stderr, "qrexec-policy-daemon: --socket-path %s: %s\n", server_options.socket_path.c_str(),
@@ -58,6 +65,7 @@ int main(int argc, char** argv) {
   sa.sa_handler = OnSignal;
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
+  ::sigprocmask(SIG_UNBLOCK, &stop_signals, nullptr);
   std::fprintf(stderr, "qrexec-policy-daemon: listening on %s\n", server_options.socket_path.c_str());
   odyssey::Status st = (*server)->Run();
   g_server = nullptr;

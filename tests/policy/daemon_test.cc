@@ -1,5 +1,6 @@
 // qrexec-policy-daemon as a real process on a real Unix socket: normal requests, malformed,
 // huge, truncated, slow and concurrent ones, reload on change, audit, clean shutdown.
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -265,6 +266,38 @@ TEST_F(DaemonTest, SlowClientTimesOutOthersServed) {
   EXPECT_EQ(Ask(Req("work", "vault", "qubes.Foo+")), kAllowVault);  // served while the slow one waits
   EXPECT_EQ(ReadToEof(slow), "result=deny\nerror=request timed out\n");
   ::close(slow);
+}
+
+TEST_F(DaemonTest, OverConnectionLimitGetsBusyThenRecovers) {
+  Start({"--max-connections", "1"});
+  // Hold one connection open mid-request; a second one must be refused as busy. The
+  // readiness probe's connection may still be finishing, so retry until the held one is
+  // the connection being served.
+  bool saw_busy = false;
+  int held = -1;
+  for (int attempt = 0; attempt < 50 && !saw_busy; ++attempt) {
+    held = Connect(socket_);
+    ASSERT_GE(held, 0);
+    SendAll(held, "source=work\n");
+    saw_busy = Ask(Req("work", "vault", "qubes.Foo+")) == "result=deny\nerror=server busy\n";
+    // Connections are accepted in order, so a refusal of `held` would already be readable.
+    pollfd p{held, POLLIN, 0};
+    if (saw_busy && ::poll(&p, 1, 0) != 0) saw_busy = false;
+    if (!saw_busy) {
+      ::close(held);
+      held = -1;
+    }
+  }
+  ASSERT_TRUE(saw_busy);
+  ::shutdown(held, SHUT_WR);
+  EXPECT_EQ(ReadToEof(held), "result=deny\nerror=truncated request (no blank line)\n");
+  ::close(held);
+  std::string reply;
+  for (int attempt = 0; attempt < 500 && reply != kAllowVault; ++attempt) {
+    reply = Ask(Req("work", "vault", "qubes.Foo+"));
+    if (reply != kAllowVault) ::usleep(10000);
+  }
+  EXPECT_EQ(reply, kAllowVault);
 }
 
 TEST_F(DaemonTest, ConcurrentClients) {
