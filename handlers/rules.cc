@@ -80,8 +80,7 @@ Result<Action> ParseAction(const std::string& tok, const std::string& file, int 
 }
 
 Status ParseUrlPattern(const std::string& p, Rule* rule, const std::string& file, int line) {
-  rule->scheme = "*";
-  rule->host_glob = "*";
+  // scheme and host_glob default to "*" (see Rule).
   if (p == "*") return OkStatus();
   size_t colon = p.find(':');
   if (colon == std::string::npos || colon == 0)

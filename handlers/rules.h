@@ -44,8 +44,8 @@ struct Rule {
   enum class Kind { kMime, kUrl };
   Kind kind = Kind::kMime;
   std::string mime_pattern;  // kMime: fnmatch pattern on "type/subtype"
-  std::string scheme;        // kUrl: "*" or a scheme
-  std::string host_glob;     // kUrl: "*" when the pattern had no host part
+  std::string scheme = std::string(1, '*');     // kUrl: "*" or a scheme
+  std::string host_glob = std::string(1, '*');  // kUrl: "*" when the pattern had no host part
   std::string path_prefix;   // kUrl: "" matches any path
   Action action;
   RuleSource source;
