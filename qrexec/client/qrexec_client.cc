@@ -2,6 +2,7 @@
 // stdin/stdout/stderr over a data vchan the daemon assigned, and exits with the service's
 // exit code (125 when the call itself failed).
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -98,7 +99,15 @@ int Main(const ClientArgs& a) {
       return kExitProblem;
     }
   }
+  if (local > 0) fds.close_on_eof = false;  // closed below, once, before waiting for it
   auto code = RunCallerSide(*s, *ver, fds);
+  if (local > 0) {
+    ::close(fds.in);
+    ::close(fds.out);
+    int st = 0;
+    while (::waitpid(local, &st, 0) < 0 && errno == EINTR) {
+    }
+  }
   if (!code.ok()) {
     Log("call to " + a.domain + " failed: " + code.error().message);
     return kExitProblem;

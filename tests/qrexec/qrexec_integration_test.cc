@@ -143,6 +143,26 @@ TEST_F(QrexecTest, ExitCodesPropagate) {
   EXPECT_NE(bad.err.find("nosuch"), std::string::npos) << bad.err;
 }
 
+TEST_F(QrexecTest, JustExecAndLocalProgram) {
+  StartDomain();
+  std::string marker = env_.root() + "/just-exec-ran";
+  auto r = env_.Run({env_.Bin("qrexec-client"), "--socket-dir=" + env_.socket_dir(), "-d", kName, "-e",
+                     "user:echo ignored; touch " + marker},
+                    "", env_.DomainEnv(0));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "");  // stdio of a just-exec'd command is /dev/null
+  for (int i = 0; i < 3000 && ::access(marker.c_str(), F_OK) != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(::access(marker.c_str(), F_OK), 0);
+  // -l: the remote's stdout feeds a local program, whose stdout feeds the remote's stdin.
+  std::string local_out = env_.root() + "/local.out";
+  r = env_.Run({env_.Bin("qrexec-client"), "--socket-dir=" + env_.socket_dir(), "-d", kName, "-l",
+                "cat > " + local_out, "DEFAULT:QUBESRPC test.Env+a dom0"},
+               "", env_.DomainEnv(0));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadFile(local_out), "dom0|test.Env+a|a|a|\n");
+}
+
 TEST_F(QrexecTest, ServiceEnvironmentAndArgument) {
   StartDomain();
   auto r = Client("DEFAULT:QUBESRPC test.Env+arg1 dom0");
