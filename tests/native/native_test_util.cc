@@ -32,7 +32,7 @@ void NativeTest::SetUp() {
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
   state_dir_ = tmpl;
   // A host uid range of our own: process counts then see only this test's domains.
-  options_.ids.host_base = 0x70000000u + static_cast<uint32_t>(::getpid() % 4000) * 65536u;
+  options_.ids.host_base = 0x70000000u + static_cast<uint32_t>(::getpid() % 4000 + 1) * 65536u;
   auto hv = OpenNative(state_dir_, options_);
   ASSERT_TRUE(hv.ok()) << hv.error().message;
   hv_ = std::move(*hv);
