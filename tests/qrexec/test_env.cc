@@ -44,7 +44,8 @@ QrexecEnv::QrexecEnv() {
 }
 
 QrexecEnv::~QrexecEnv() {
-  for (pid_t p : pids_) Kill(p);
+  std::vector<pid_t> pids = pids_;  // Kill() edits pids_
+  for (pid_t p : pids) Kill(p);
   std::string cmd = "rm -rf '" + root_ + "'";
   (void)!std::system(cmd.c_str());
 }
