@@ -113,8 +113,8 @@ struct World {
 };
 
 World& W() {
-  static World* w = new World();
-  return *w;
+  static World w;  // destroyed at exit: kills the agents and the daemon, removes the dir
+  return w;
 }
 
 void ReportPercentiles(benchmark::State& state, std::vector<double>& us) {
