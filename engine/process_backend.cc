@@ -110,7 +110,10 @@ class ProcessMember : public Member {
   }
 
   void Kill() override {
-    if (!reaped_.load()) (void)PidfdSignal(pidfd_.get(), SIGKILL);
+    if (reaped_.load()) return;
+    // The domain's pid 1 first (its death ends the whole pid namespace), then the helper.
+    for (pid_t c : Children(pid_)) ::kill(c, SIGKILL);
+    (void)PidfdSignal(pidfd_.get(), SIGKILL);
   }
 
   Status Destroy() override {

@@ -110,13 +110,13 @@ bool ReceiveRequest(Request* req) {
   int err = errno;
   std::fprintf(stderr, "odyssey: cannot run %s in the disposable: %s\n", argv[0],
                std::strerror(err));
-  _exit(err == ENOENT ? 127 : 126);
+  // execvpe reports EACCES when any PATH entry was unusable; a bare name not found is 127.
+  bool bare = std::strchr(argv[0], '/') == nullptr;
+  _exit(err == ENOENT || err == ENOTDIR || (bare && err == EACCES) ? 127 : 126);
 }
 
 // Pid 1 of the domain: finish set-up, report ready, run one request, exit with its status.
 [[noreturn]] void DomainInit(const std::string& name, const std::string& root, bool as_root) {
-  // Dies with the stub (its parent, outside this pid namespace, so getppid() says 0 here).
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::sethostname(name.data(), name.size()) != 0) Fail("sethostname");
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) Fail("mount private /");
   if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
@@ -146,6 +146,9 @@ bool ReceiveRequest(Request* req) {
     if (::setresuid(kSandboxUid, kSandboxUid, kSandboxUid) != 0) Fail("setresuid");
   }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) Fail("no_new_privs");
+  // Die with the stub. Set only now: changing uids clears the parent-death signal. (The
+  // daemon also kills this process directly; this covers the daemon's own death.)
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) Fail("pdeathsig");
   if (::send(kCtrlFd, "R", 1, MSG_NOSIGNAL) != 1) _exit(125);
 
   Request req;
