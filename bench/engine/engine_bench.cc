@@ -1,0 +1,179 @@
+// Engine latency benchmarks against a real odysseyd (process backend, hermetic temp dirs):
+// pool hit from request to the first stdout byte of `echo` and to the exit code of `true`,
+// the same through the odyssey CLI binary, pool miss (cold), sustained disposables/s with
+// refilling, and `bwrap --unshare-all --ro-bind / / true` as the baseline in the same run.
+// Each benchmark reports p50/p90/p99 in ms as counters. Benchmarks measure; they never assert.
+#include <benchmark/benchmark.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+#include "tests/engine/engine_test_util.h"
+
+namespace odyssey::engine::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+using odyssey::engine::testing::RunProgram;
+using odyssey::engine::testing::TestDaemon;
+
+TestDaemon* Daemon() {
+  static std::unique_ptr<TestDaemon> d = [] {
+    auto t = std::make_unique<TestDaemon>(std::map<std::string, std::string>{
+        {"pool_size", "4"}, {"log_level", "warn"}});
+    if (!t->Start()) {
+      std::fprintf(stderr, "engine_bench: odysseyd did not start:\n%s\n", t->Log().c_str());
+      std::abort();
+    }
+    return t;
+  }();
+  return d.get();
+}
+
+void SetPool(AdminClient& c, int size) {
+  (void)c.Request({{"op", "pool"}, {"template", "host"}, {"size", size}, {"wait", true}});
+}
+void WaitPool(AdminClient& c) { (void)c.Request({{"op", "pool"}, {"wait", true}}); }
+
+void Percentiles(benchmark::State& state, std::vector<double>& ms) {
+  if (ms.empty()) return;
+  std::sort(ms.begin(), ms.end());
+  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * ms.size()))]; };
+  state.counters["p50_ms"] = at(0.50);
+  state.counters["p90_ms"] = at(0.90);
+  state.counters["p99_ms"] = at(0.99);
+}
+
+// One call; returns ms to the first stdout byte (first_byte) or to the exit reply.
+double OneCall(AdminClient& c, const std::vector<std::string>& argv, bool first_byte) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) std::abort();
+  UniqueFd r(out[0]), w(out[1]);
+  UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  auto t0 = Clock::now();
+  if (!c.Send({{"op", "run"}, {"argv", argv}}, {devnull.get(), w.get(), devnull.get()}).ok())
+    std::abort();
+  w.reset();
+  double result = -1;
+  if (first_byte) {
+    char ch;
+    if (::read(r.get(), &ch, 1) == 1)
+      result = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  }
+  for (;;) {
+    auto reply = c.Receive();
+    if (!reply.ok()) std::abort();
+    if ((*reply).value("event", "") == "exit" || !(*reply).value("ok", false)) break;
+  }
+  if (!first_byte) result = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  return result;
+}
+
+void BM_PoolHit_EchoFirstByte(benchmark::State& state) {
+  auto c = Daemon()->Client();
+  SetPool(c, 4);
+  std::vector<double> ms;
+  for (auto _ : state) {
+    WaitPool(c);  // untimed: every iteration is a pool hit
+    double v = OneCall(c, {"echo", "hi"}, true);
+    state.SetIterationTime(v / 1000);
+    ms.push_back(v);
+  }
+  Percentiles(state, ms);
+}
+BENCHMARK(BM_PoolHit_EchoFirstByte)->UseManualTime()->Iterations(200)->Unit(benchmark::kMillisecond);
+
+void BM_PoolHit_TrueExitCode(benchmark::State& state) {
+  auto c = Daemon()->Client();
+  SetPool(c, 4);
+  std::vector<double> ms;
+  for (auto _ : state) {
+    WaitPool(c);
+    double v = OneCall(c, {"true"}, false);
+    state.SetIterationTime(v / 1000);
+    ms.push_back(v);
+  }
+  Percentiles(state, ms);
+}
+BENCHMARK(BM_PoolHit_TrueExitCode)->UseManualTime()->Iterations(200)->Unit(benchmark::kMillisecond);
+
+// The whole CLI: exec `odyssey run -- true` (process start, connect, request, exit code).
+void BM_PoolHit_CliTrue(benchmark::State& state) {
+  auto c = Daemon()->Client();
+  SetPool(c, 4);
+  std::vector<double> ms;
+  for (auto _ : state) {
+    WaitPool(c);
+    auto t0 = Clock::now();
+    auto r = Daemon()->Cli({"run", "--", "true"});
+    double v = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    if (r.exit_code != 0) state.SkipWithError("odyssey run failed");
+    state.SetIterationTime(v / 1000);
+    ms.push_back(v);
+  }
+  Percentiles(state, ms);
+}
+BENCHMARK(BM_PoolHit_CliTrue)->UseManualTime()->Iterations(50)->Unit(benchmark::kMillisecond);
+
+void BM_PoolMiss_ColdTrue(benchmark::State& state) {
+  auto c = Daemon()->Client();
+  SetPool(c, 0);
+  std::vector<double> ms;
+  for (auto _ : state) {
+    double v = OneCall(c, {"true"}, false);
+    state.SetIterationTime(v / 1000);
+    ms.push_back(v);
+  }
+  SetPool(c, 4);
+  Percentiles(state, ms);
+}
+BENCHMARK(BM_PoolMiss_ColdTrue)->UseManualTime()->Iterations(100)->Unit(benchmark::kMillisecond);
+
+// Back to back from 2 clients while the pool refills in the background.
+void BM_Sustained_DisposablesPerSecond(benchmark::State& state) {
+  auto c0 = Daemon()->Client();
+  SetPool(c0, 8);
+  const int per_iter = 100;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    std::thread other([&] {
+      auto c = Daemon()->Client();
+      for (int i = 0; i < per_iter / 2; ++i) OneCall(c, {"true"}, false);
+    });
+    for (int i = 0; i < per_iter / 2; ++i) OneCall(c0, {"true"}, false);
+    other.join();
+    state.SetIterationTime(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  state.SetItemsProcessed(state.iterations() * per_iter);
+  auto p = c0.Request({{"op", "pool"}, {"template", "host"}}).value();
+  state.counters["pool_hits"] = p["pools"][0]["hits"].get<double>();
+  state.counters["pool_misses"] = p["pools"][0]["misses"].get<double>();
+  SetPool(c0, 4);
+}
+BENCHMARK(BM_Sustained_DisposablesPerSecond)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
+
+void BM_Baseline_BwrapTrue(benchmark::State& state) {
+  if (::access("/usr/bin/bwrap", X_OK) != 0) {
+    state.SkipWithError("bwrap not installed");
+    return;
+  }
+  std::vector<double> ms;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    auto r = RunProgram({"/usr/bin/bwrap", "--unshare-all", "--ro-bind", "/", "/", "true"});
+    double v = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    if (r.exit_code != 0) state.SkipWithError(("bwrap failed: " + r.err).c_str());
+    state.SetIterationTime(v / 1000);
+    ms.push_back(v);
+  }
+  Percentiles(state, ms);
+}
+BENCHMARK(BM_Baseline_BwrapTrue)->UseManualTime()->Iterations(100)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace odyssey::engine::bench
+
+BENCHMARK_MAIN();
