@@ -39,6 +39,7 @@ void PoolManager::Remove(const std::string& template_name) {
     auto it = pools_.find(template_name);
     if (it == pools_.end()) return;
     it->second.target = 0;
+    it->second.removed = true;
     doomed.swap(it->second.ready);
     if (it->second.preparing == 0) pools_.erase(it);
   }
@@ -108,7 +109,8 @@ void PoolManager::RefillLocked(Pool& pool) {
               doomed = std::move(*member);
             }
           }
-          if (p.target == 0 && p.preparing == 0 && p.ready.empty()) pools_.erase(it);
+          // A pool resized to 0 stays (calls are then all misses); a removed one goes.
+          if (p.removed && p.preparing == 0) pools_.erase(it);
         } else if (member.ok()) {
           doomed = std::move(*member);
         }

@@ -65,6 +65,7 @@ class PoolManager {
     uint32_t preparing = 0;
     uint64_t hits = 0, misses = 0, prepared = 0, failures = 0;
     uint32_t consecutive_failures = 0;
+    bool removed = false;  // template removed: erase once nothing is in flight
     std::string last_error;
   };
   std::string NextName();
