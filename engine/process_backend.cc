@@ -226,6 +226,8 @@ Result<MemberPtr> ProcessBackend::Prepare(const TemplateInfo& tmpl, const std::s
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
+  // Nothing of the daemon (admin sockets, other members' control sockets) reaches a helper.
+  posix_spawn_file_actions_addclosefrom_np(&fa, 4);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none, all;

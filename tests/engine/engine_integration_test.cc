@@ -347,9 +347,14 @@ TEST(EngineTest, KillNineMidCallThenRestartReconciles) {
     ASSERT_TRUE(d.Start()) << d.Log();
     auto c = d.Client();
     UniqueFd devnull(::open("/dev/null", O_RDWR));
-    ASSERT_TRUE(c.Send({{"op", "run"}, {"argv", {"sleep", "1000"}}},
-                       {devnull.get(), devnull.get(), devnull.get()}).ok());
-    ASSERT_TRUE(c.Receive().ok());  // started
+    int up[2];
+    ASSERT_EQ(::pipe(up), 0);
+    UniqueFd up_r(up[0]), up_w(up[1]);
+    ASSERT_TRUE(c.Send({{"op", "run"}, {"argv", {"sh", "-c", "echo up; exec sleep 1000"}}},
+                       {devnull.get(), up_w.get(), devnull.get()}).ok());
+    up_w.reset();
+    char ch;
+    ASSERT_EQ(::read(up_r.get(), &ch, 1), 1);  // the command really runs
     d.Kill9();
     EXPECT_EQ(d.CountHelpers(), 1);  // the killed run left its disposable behind
   }
