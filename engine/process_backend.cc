@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -84,19 +85,27 @@ class ProcessMember : public Member {
     for (auto& a : argv) payload += "a" + a + '\0';
     for (auto& e : env) payload += "e" + e + '\0';
     if (payload.size() > 65536) return Error{"command line too long (max 64 KiB)", E2BIG};
-    int fds[3] = {spec.stdin_fd.get(), spec.stdout_fd.get(), spec.stderr_fd.get()};
+    // A service runs from a descriptor the daemon opened (its own file, never a user's):
+    // the disposable's private /tmp and /home may hide the directory it lives in.
+    UniqueFd exec_fd;
+    if (!spec.service.empty()) {
+      exec_fd.reset(::open(argv[0].c_str(), O_RDONLY | O_CLOEXEC));
+      if (!exec_fd) return Error::Errno("open", "service " + argv[0]);
+    }
+    int fds[4] = {spec.stdin_fd.get(), spec.stdout_fd.get(), spec.stderr_fd.get(), exec_fd.get()};
+    const size_t nfds = exec_fd ? 4 : 3;
     alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
     struct iovec iov = {payload.data(), payload.size()};
     struct msghdr msg = {};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
     struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof fds);
-    std::memcpy(CMSG_DATA(c), fds, sizeof fds);
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
     ssize_t n;
     do {
       n = ::sendmsg(ctrl_.get(), &msg, MSG_NOSIGNAL);

@@ -61,12 +61,15 @@ void LoopbackUp() {
 struct Request {
   std::vector<std::string> argv, env;
   int fds[3] = {-1, -1, -1};
+  // A service's executable, opened by the daemon: the disposable's mounts may hide the
+  // path it lives at (e.g. a tree under /tmp or /home), so it is run from this descriptor.
+  int exec_fd = -1;
 };
 
 // Blocks for one request; false when the daemon closed the socket (member discarded).
 bool ReceiveRequest(Request* req) {
   static char data[65536 + 1];
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 3)];
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
   struct iovec iov = {data, sizeof data - 1};
   struct msghdr msg = {};
   msg.msg_iov = &iov;
@@ -79,9 +82,11 @@ bool ReceiveRequest(Request* req) {
   } while (n < 0 && errno == EINTR);
   if (n <= 0) return false;
   for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-        c->cmsg_len == CMSG_LEN(sizeof(int) * 3))
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    if (c->cmsg_len == CMSG_LEN(sizeof(int) * 3) || c->cmsg_len == CMSG_LEN(sizeof(int) * 4))
       std::memcpy(req->fds, CMSG_DATA(c), sizeof(int) * 3);
+    if (c->cmsg_len == CMSG_LEN(sizeof(int) * 4))
+      std::memcpy(&req->exec_fd, CMSG_DATA(c) + sizeof(int) * 3, sizeof(int));
   }
   data[n] = '\0';
   // Payload: NUL-terminated strings, 'a' = argv element, 'e' = KEY=VALUE.
@@ -99,14 +104,26 @@ bool ReceiveRequest(Request* req) {
   for (int i = 0; i < 3; ++i) {
     if (::dup2(req.fds[i], i) < 0) _exit(125);
   }
-  for (int fd = 3; fd < 1024; ++fd) ::close(fd);
+  int first_to_close = 3;
+  if (req.exec_fd >= 0) {
+    // Keep the executable at fd 3, without close-on-exec: a script's interpreter opens it
+    // again through /dev/fd/3.
+    if (req.exec_fd != 3 && ::dup2(req.exec_fd, 3) < 0) _exit(125);
+    if (::fcntl(3, F_SETFD, 0) != 0) _exit(125);
+    first_to_close = 4;
+  }
+  for (int fd = first_to_close; fd < 1024; ++fd) ::close(fd);
   ::signal(SIGPIPE, SIG_DFL);
   std::vector<char*> argv, envp;
   for (auto& a : req.argv) argv.push_back(a.data());
   argv.push_back(nullptr);
   for (auto& e : req.env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  ::execvpe(argv[0], argv.data(), envp.data());
+  if (req.exec_fd >= 0) {
+    ::fexecve(3, argv.data(), envp.data());
+  } else {
+    ::execvpe(argv[0], argv.data(), envp.data());
+  }
   int err = errno;
   std::fprintf(stderr, "odyssey: cannot run %s in the disposable: %s\n", argv[0],
                std::strerror(err));
