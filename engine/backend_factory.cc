@@ -5,6 +5,8 @@
 #include <climits>
 #include <filesystem>
 
+#include <spdlog/spdlog.h>
+
 #include "engine/process_backend.h"
 
 #ifdef ODYSSEY_HAVE_HAL
@@ -60,7 +62,21 @@ Result<BackendPtr> MakeBackend(const Config& in) {
   ApplyInstallDefaults(&config);
   std::string b = config.backend;
 #ifdef ODYSSEY_HAVE_HAL
-  if (b == "auto") b = "native:///";
+  if (b == "auto") {
+    std::string blocked;
+    if (::geteuid() == 0 && (blocked = UnsearchableAncestor(config.state_dir)).empty()) {
+      b = "native:///";
+    } else if (::geteuid() == 0) {
+      spdlog::info("backend auto: {} (above the state dir {}) is not searchable by others, so "
+                   "the HAL native backend's sandboxes could not reach their state; using the "
+                   "process backend", blocked, config.state_dir);
+      b = "process";
+    } else {
+      spdlog::info("backend auto: not root, so the HAL native backend (namespaces, cgroups) is "
+                   "unavailable; using the process backend");
+      b = "process";
+    }
+  }
   if (b != "process") return MakeHalBackend(config, b);
 #else
   if (b == "auto") b = "process";

@@ -21,6 +21,10 @@ struct TemplateSpec {
   std::string kernel, initrd, disk;  // vm
   uint64_t memory_bytes = 256ull << 20;
   std::string agent_path;        // qrexec-agent binary run as the domain's init/agent
+  // Native: a host directory of qrexec services bound read-only inside (at
+  // /odyssey/qubes-rpc, searched by the agent before /usr/local/etc/qubes-rpc and
+  // /etc/qubes-rpc); empty: none.
+  std::string services_dir;
 };
 
 // A prepared, ready-to-clone state of a template (native: a paused zygote; VM: memory +

@@ -465,6 +465,13 @@ class NativeHypervisor final : public Hypervisor {
                   "--uid=" + std::to_string(ctx_->options.inner_uid),
                   "--gid=" + std::to_string(ctx_->options.inner_gid)};
     if (!root.empty()) child.argv.push_back("--template-dir=" + root);
+    if (!tmpl.services_dir.empty()) {
+      char services[PATH_MAX];
+      if (!::realpath(tmpl.services_dir.c_str(), services)) {
+        return cleanup_error(Error::Errno("services dir", tmpl.services_dir), &*cg);
+      }
+      child.argv.push_back("--services=" + std::string(services));
+    }
     child.env = {"PATH=/usr/bin:/bin"};
     child.control_fd = theirs.get();
     child.ids = ctx_->options.ids;

@@ -106,6 +106,10 @@ MaybeFailure PopulateMountPoints(const std::string& root, const TemplateLayout& 
     ZYGOTE_TRY(MakeDir(root + "/" + d, 0755));
   }
   ZYGOTE_TRY(MakeFile(root + kAgentPathInside));
+  if (!layout.services_dir.empty()) {
+    ZYGOTE_TRY(MakeDir(root + kServicesDirInside, 0755));
+    ZYGOTE_TRY(BindReadOnly(layout.services_dir, root + kServicesDirInside, MS_NOSUID | MS_NODEV));
+  }
   return BindReadOnly(layout.agent_path, root + kAgentPathInside, MS_NOSUID | MS_NODEV);
 }
 

@@ -16,12 +16,15 @@ struct TemplateLayout {
   std::string template_dir;  // empty: the host template (host /usr, /etc … read-only)
   std::string agent_path;    // host path of the agent, bound at kAgentPathInside
   std::string staging;       // zygote-private directory where roots are assembled
+  std::string services_dir;  // host directory of qrexec services, bound at kServicesDirInside
   uint32_t inner_uid = 1000;  // owner of /home/user inside
   uint32_t inner_gid = 1000;
 };
 
 // Where the agent appears inside every domain.
 inline constexpr const char* kAgentPathInside = "/odyssey/qrexec-agent";
+// Where TemplateLayout::services_dir appears inside (when set).
+inline constexpr const char* kServicesDirInside = "/odyssey/qubes-rpc";
 // Where the per-domain vchan socket directory appears inside.
 inline constexpr const char* kVchanDirInside = "/run/vchan";
 

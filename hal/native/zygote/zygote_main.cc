@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -45,7 +46,8 @@ bool ParseArgs(int argc, char** argv, Config* config) {
     };
     std::string number;
     if (value("--template-dir", &config->layout.template_dir) ||
-        value("--agent", &config->layout.agent_path) || value("--staging", &config->layout.staging)) {
+        value("--agent", &config->layout.agent_path) || value("--staging", &config->layout.staging) ||
+        value("--services", &config->layout.services_dir)) {
       continue;
     }
     if (value("--uid", &number)) {
@@ -109,6 +111,8 @@ void WriteStatus(int fd, const std::string& text) {
   std::vector<const char*> env = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/user",
                                   "USER=user", "LOGNAME=user", "QREXEC_NO_ROOT=1",
                                   domid.c_str(), sockdir.c_str()};
+  const std::string rpc_dir = std::string("ODYSSEY_RPC_DIR=") + kServicesDirInside;
+  if (!config.layout.services_dir.empty()) env.push_back(rpc_dir.c_str());
   if (req.flags & proto::kFlagNoLeakCheck) env.push_back("ASAN_OPTIONS=detect_leaks=0");
   env.push_back(nullptr);
   const char* argv[] = {kAgentPathInside, nullptr};
@@ -219,6 +223,9 @@ int main(int argc, char** argv) {
   // Clones are reaped automatically; the host watches them through pidfds.
   ::signal(SIGCHLD, SIG_IGN);
   ::prctl(PR_SET_NAME, "odyssey-zygote", 0, 0, 0);
+  // The modes the zygote gives the domain's mount points are meant as written, whatever
+  // umask its owner runs with (odysseyd: 077).
+  ::umask(022);
   Config config;
   if (!ParseArgs(argc, argv, &config)) {
     SendReady(Failure{EINVAL, "zygote: bad arguments"});
