@@ -234,6 +234,26 @@ LibvirtDomain::~LibvirtDomain() {
   conn_->owned.erase(name_);
 }
 
+namespace {
+// True when /proc/PID/stat shows a process that is dead or on its way out: a zombie or
+// dead state letter, or PF_EXITING (0x4) in its flags. A QEMU killed with SIGKILL keeps
+// its state letter for a while as it tears down guest memory, but PF_EXITING is set at once.
+bool ProcessIsExiting(const std::string& stat) {
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return true;
+  std::istringstream fields(stat.substr(paren + 2));
+  std::string state;
+  fields >> state;
+  if (state == "Z" || state == "X" || state == "x") return true;
+  // Fields after the state: ppid pgrp session tty_nr tpgid flags.
+  std::string skip;
+  for (int i = 0; i < 5; ++i) fields >> skip;
+  unsigned long flags = 0;
+  if (!(fields >> flags)) return false;
+  return (flags & 0x4UL) != 0;
+}
+}  // namespace
+
 DomainState LibvirtDomain::state() {
   if (destroyed_ || !dom_) return DomainState::kShutOff;
   int st = 0, reason = 0;
@@ -244,10 +264,7 @@ DomainState LibvirtDomain::state() {
     int pid = qemu_pid();
     if (pid > 0) {
       auto stat = ReadFileToString("/proc/" + std::to_string(pid) + "/stat", 4096);
-      size_t paren = stat.ok() ? stat->rfind(')') : std::string::npos;
-      if (!stat.ok() || (paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] == 'Z')) {
-        return DomainState::kCrashed;
-      }
+      if (!stat.ok() || ProcessIsExiting(*stat)) return DomainState::kCrashed;
     }
   }
   switch (st) {

@@ -7,8 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "base/io.h"
 #include "hal/libvirt/libvirt_hypervisor.h"
@@ -190,6 +192,11 @@ TEST_F(VmTest, QemuKilledMidCallFailsCleanly) {
   const std::string name = dom->name();
   const std::string clone_dir = fs::path(dom->console_log()).parent_path().string();
   const std::string socket = dom->control_socket();
+  // The process may take a moment to die after SIGKILL (it unmaps guest memory first).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (dom->state() == DomainState::kRunning && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   EXPECT_NE(dom->state(), DomainState::kRunning);
   ASSERT_TRUE(dom->Destroy().ok());
   ExpectGone(name, clone_dir, socket);
