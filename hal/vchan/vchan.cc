@@ -88,6 +88,16 @@ Result<bool> Vchan::WaitFor(std::optional<std::chrono::milliseconds> timeout) {
   return true;
 }
 
+Status Vchan::TransferAll(size_t len, const TransferStep& step) {
+  size_t done = 0;
+  while (done < len) {
+    auto n = step(done, len - done);
+    if (!n.ok()) return n.error();
+    done += *n;
+  }
+  return OkStatus();
+}
+
 namespace {
 
 enum class Role { kServer, kClient, kClientAsync };

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -103,6 +104,14 @@ class Vchan {
   virtual void Close() = 0;
   // Non-blocking mode for Read/Write (Recv/Send always block).
   virtual void SetNonBlocking(bool on) = 0;
+
+ protected:
+  // One step of a Recv/Send: moves some of the `left` bytes that start `done` bytes into
+  // the caller's buffer; returns how many (0: none this time, call again) or an error.
+  using TransferStep = std::function<Result<size_t>(size_t done, size_t left)>;
+  // The all-or-error loop of every backend's Recv/Send: calls step until len bytes have
+  // moved, or returns the first error it gives.
+  static Status TransferAll(size_t len, const TransferStep& step);
 };
 
 using VchanPtr = std::unique_ptr<Vchan>;

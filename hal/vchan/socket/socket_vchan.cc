@@ -20,7 +20,6 @@
 namespace odyssey::vchan {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 // Async connect retry tick, and the cap of the blocking client's backoff.
@@ -29,24 +28,6 @@ constexpr milliseconds kRetryTick{5};
 // skb_shared_info, head rounding), and the payload size of one skb it allocates at most.
 constexpr size_t kSkbOverhead = 4608;
 constexpr size_t kSkbPayload = 32768;
-
-// poll() timeout in ms until `until` (-1: forever), never negative.
-int PollTimeout(std::optional<Clock::time_point> until) {
-  if (!until) return -1;
-  auto left = std::chrono::duration_cast<milliseconds>(*until - Clock::now()).count();
-  if (left <= 0) return 0;
-  return static_cast<int>(std::min<long long>(left + 1, 1 << 30));
-}
-
-// Polls one fd; returns revents (0 on timeout).
-Result<short> PollOne(int fd, short events, int timeout_ms) {
-  pollfd p{fd, events, 0};
-  for (;;) {
-    int n = ::poll(&p, 1, timeout_ms);
-    if (n >= 0) return n == 0 ? short{0} : p.revents;
-    if (errno != EINTR) return Error::Errno("poll", "vchan fd " + std::to_string(fd));
-  }
-}
 
 Status FillAddr(const std::string& path, sockaddr_un* addr) {
   std::memset(addr, 0, sizeof *addr);
@@ -75,7 +56,7 @@ bool Retryable(int err) { return err == ENOENT || err == ECONNREFUSED || err == 
 }  // namespace
 
 SocketVchan::SocketVchan(std::string path, const Options& opts)
-    : path_(std::move(path)),
+    : FdVchan(std::move(path)),
       write_min_(opts.write_min),
       connect_deadline_(opts.connect_timeout
                             ? std::optional<Clock::time_point>(Clock::now() + *opts.connect_timeout)
@@ -305,10 +286,6 @@ Status SocketVchan::Advance(bool block, std::optional<Clock::time_point> until) 
   }
 }
 
-Error SocketVchan::LocallyClosed() const {
-  return Error{"vchan " + (path_.empty() ? std::string("socket") : path_) + ": closed", ENOTCONN};
-}
-
 Error SocketVchan::PeerClosed(const char* what) {
   peer_closed_.store(true, std::memory_order_relaxed);
   return Error{std::string(what) + ": vchan peer closed", 0};
@@ -330,39 +307,61 @@ Result<bool> SocketVchan::EnsureConnected(bool block) {
   }
 }
 
-Result<size_t> SocketVchan::Read(void* buf, size_t len) {
-  const bool nonblocking = nonblocking_.load(std::memory_order_relaxed);
+bool SocketVchan::ConnectedNow() {
+  if (phase() == Phase::kConnected) return true;
+  auto c = EnsureConnected(false);
+  return c.ok() && *c;
+}
+
+Result<bool> SocketVchan::ReadyToMove(bool nonblocking, size_t len) {
   if (phase() != Phase::kConnected) {
     auto c = EnsureConnected(!nonblocking);
     if (!c.ok()) return c.error();
-    if (!*c) return size_t{0};
+    if (!*c) return false;
   }
-  if (len == 0) return size_t{0};
+  return len != 0;
+}
+
+Error SocketVchan::RecvFailed(ssize_t n, const char* what) {
+  if (n == 0) {
+    if (phase() == Phase::kClosed) return LocallyClosed();
+    return PeerClosed(what);
+  }
+  if (errno == ECONNRESET || errno == EPIPE) {
+    peer_closed_.store(true, std::memory_order_relaxed);
+    return Error::Errno(what, "vchan peer died");
+  }
+  return Error::Errno(what, path_);
+}
+
+Error SocketVchan::SendFailed(ssize_t n, const char* what) {
+  if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+    if (phase() == Phase::kClosed) return LocallyClosed();
+    peer_closed_.store(true, std::memory_order_relaxed);
+    return Error::Errno(what, "vchan peer closed");
+  }
+  return Error::Errno(what, path_);
+}
+
+Result<size_t> SocketVchan::Read(void* buf, size_t len) {
+  const bool nonblocking = this->nonblocking();
+  auto ready = ReadyToMove(nonblocking, len);
+  if (!ready.ok()) return ready.error();
+  if (!*ready) return size_t{0};
   for (;;) {
     ssize_t n = ::recv(conn_.get(), buf, len, nonblocking ? MSG_DONTWAIT : 0);
     if (n > 0) return static_cast<size_t>(n);
-    if (n == 0) {
-      if (phase() == Phase::kClosed) return LocallyClosed();
-      return PeerClosed("read");
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN) return size_t{0};
-    if (errno == ECONNRESET || errno == EPIPE) {
-      peer_closed_.store(true, std::memory_order_relaxed);
-      return Error::Errno("read", "vchan peer died");
-    }
-    return Error::Errno("read", path_);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return size_t{0};
+    return RecvFailed(n, "read");
   }
 }
 
 Result<size_t> SocketVchan::Write(const void* buf, size_t len) {
-  const bool nonblocking = nonblocking_.load(std::memory_order_relaxed);
-  if (phase() != Phase::kConnected) {
-    auto c = EnsureConnected(!nonblocking);
-    if (!c.ok()) return c.error();
-    if (!*c) return size_t{0};
-  }
-  if (len == 0) return size_t{0};
+  const bool nonblocking = this->nonblocking();
+  auto ready = ReadyToMove(nonblocking, len);
+  if (!ready.ok()) return ready.error();
+  if (!*ready) return size_t{0};
   for (;;) {
     if (phase() == Phase::kClosed) return LocallyClosed();
     ssize_t n = ::send(conn_.get(), buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -378,78 +377,46 @@ Result<size_t> SocketVchan::Write(const void* buf, size_t len) {
       if (n > 0) return static_cast<size_t>(n);
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     }
-    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
-      if (phase() == Phase::kClosed) return LocallyClosed();
-      peer_closed_.store(true, std::memory_order_relaxed);
-      return Error::Errno("write", "vchan peer closed");
-    }
-    return Error::Errno("write", path_);
+    return SendFailed(n, "write");
   }
 }
 
+// Recv/Send: one blocking syscall per step (MSG_WAITALL / a blocking send), so that a
+// whole message is normally one call, as on a raw socket.
 Status SocketVchan::Recv(void* buf, size_t len) {
   auto c = EnsureConnected(true);
   if (!c.ok()) return c.error();
   char* p = static_cast<char*>(buf);
-  while (len > 0) {
-    ssize_t n = ::recv(conn_.get(), p, len, MSG_WAITALL);
-    if (n > 0) {
-      p += n;
-      len -= static_cast<size_t>(n);
-      continue;
-    }
-    if (n == 0) {
-      if (phase() == Phase::kClosed) return LocallyClosed();
-      return PeerClosed("recv");
-    }
-    if (errno == EINTR) continue;
-    if (errno == ECONNRESET || errno == EPIPE) {
-      peer_closed_.store(true, std::memory_order_relaxed);
-      return Error::Errno("recv", "vchan peer died");
-    }
-    return Error::Errno("recv", path_);
-  }
-  return OkStatus();
+  return TransferAll(len, [this, p](size_t done, size_t left) -> Result<size_t> {
+    ssize_t n = ::recv(conn_.get(), p + done, left, MSG_WAITALL);
+    if (n > 0) return static_cast<size_t>(n);
+    if (n < 0 && errno == EINTR) return size_t{0};
+    return RecvFailed(n, "recv");
+  });
 }
 
 Status SocketVchan::Send(const void* buf, size_t len) {
   auto c = EnsureConnected(true);
   if (!c.ok()) return c.error();
   const char* p = static_cast<const char*>(buf);
-  while (len > 0) {
+  return TransferAll(len, [this, p](size_t done, size_t left) -> Result<size_t> {
     if (phase() == Phase::kClosed) return LocallyClosed();
-    ssize_t n = ::send(conn_.get(), p, len, MSG_NOSIGNAL);
-    if (n > 0) {
-      p += n;
-      len -= static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
-      if (phase() == Phase::kClosed) return LocallyClosed();
-      peer_closed_.store(true, std::memory_order_relaxed);
-      return Error::Errno("send", "vchan peer closed");
-    }
-    return Error::Errno("send", path_);
-  }
-  return OkStatus();
+    ssize_t n = ::send(conn_.get(), p + done, left, MSG_NOSIGNAL);
+    if (n > 0) return static_cast<size_t>(n);
+    if (n < 0 && errno == EINTR) return size_t{0};
+    return SendFailed(n, "send");
+  });
 }
 
 size_t SocketVchan::DataReady() {
-  if (phase() != Phase::kConnected) {
-    auto c = EnsureConnected(false);
-    if (!c.ok() || !*c) return 0;
-  }
+  if (!ConnectedNow()) return 0;
   int n = 0;
   if (::ioctl(conn_.get(), FIONREAD, &n) != 0 || n < 0) return 0;
   return static_cast<size_t>(n);
 }
 
 size_t SocketVchan::BufferSpace() {
-  if (phase() != Phase::kConnected) {
-    auto c = EnsureConnected(false);
-    if (!c.ok() || !*c) return 0;
-  }
+  if (!ConnectedNow()) return 0;
   if (peer_closed_.load(std::memory_order_relaxed)) return 0;
   int queued = 0;
   if (::ioctl(conn_.get(), SIOCOUTQ, &queued) != 0 || queued < 0) return 0;
@@ -486,12 +453,6 @@ State SocketVchan::GetState() {
     return State::kClosed;
   }
   return State::kConnected;
-}
-
-Status SocketVchan::Wait() {
-  auto r = WaitFor(std::nullopt);
-  if (!r.ok()) return r.error();
-  return OkStatus();
 }
 
 Result<bool> SocketVchan::WaitFor(std::optional<milliseconds> timeout) {

@@ -14,11 +14,12 @@
 
 #include "base/result.h"
 #include "base/unique_fd.h"
-#include "hal/vchan/vchan.h"
+#include "hal/vchan/fd_vchan.h"
 
 namespace odyssey::vchan {
 
-class SocketVchan final : public Vchan {
+// One socket-vchan channel: a listening server, a connecting client, or a connected stream.
+class SocketVchan final : public FdVchan {
  public:
   // Unlinks path, binds and listens there; the one connection is accepted lazily.
   static Result<VchanPtr> CreateServer(const std::string& path, const Options& opts);
@@ -37,15 +38,12 @@ class SocketVchan final : public Vchan {
   size_t DataReady() override;
   size_t BufferSpace() override;
   State GetState() override;
-  Status Wait() override;
   Result<bool> WaitFor(std::optional<std::chrono::milliseconds> timeout) override;
   int PollFd() const override { return epoll_.get(); }
   void Close() override;
-  void SetNonBlocking(bool on) override { nonblocking_.store(on, std::memory_order_relaxed); }
 
  private:
   enum class Phase { kListening, kConnecting, kConnected, kFailed, kClosed };
-  using Clock = std::chrono::steady_clock;
 
   explicit SocketVchan(std::string path, const Options& opts);
   Status InitEpoll();
@@ -57,22 +55,26 @@ class SocketVchan final : public Vchan {
   Status OnConnected(UniqueFd fd);
   // Blocks (unless non-blocking) until connected. Returns false if not (yet) connected.
   Result<bool> EnsureConnected(bool block);
+  // Whether connected now, moving a listening/connecting channel on without blocking.
+  bool ConnectedNow();
+  // Read/Write prologue: connects first (blocking unless nonblocking). false: nothing to
+  // move now (len is 0, or not connected yet in non-blocking mode).
+  Result<bool> ReadyToMove(bool nonblocking, size_t len);
+  // The error of a recv()/send() that returned n (<= 0, not EINTR/EAGAIN), errno intact.
+  Error RecvFailed(ssize_t n, const char* what);
+  Error SendFailed(ssize_t n, const char* what);
   void UnlinkOwnSocket();
   // Connecting failed for good: keep the error, release the socket, wake PollFd().
   void FailLocked(Error error);
   // Makes PollFd() readable for good (closed or failed before any connection).
   void SignalClosedLocked();
   Error PeerClosed(const char* what);
-  Error LocallyClosed() const;
   Phase phase() const { return phase_.load(std::memory_order_acquire); }
 
-  const std::string path_;
   const size_t write_min_;
   const std::optional<Clock::time_point> connect_deadline_;
   std::mutex mu_;  // guards phase transitions and the fds below except conn_
   std::atomic<Phase> phase_{Phase::kConnecting};
-  std::atomic<bool> nonblocking_{false};
-  std::atomic<bool> peer_closed_{false};
   UniqueFd epoll_;     // PollFd(): stable for the object's life
   UniqueFd listen_;    // server, until accepted
   ino_t bound_ino_ = 0;

@@ -24,19 +24,19 @@ constexpr milliseconds kHostPoll{5};
 // page, which also holds for the pty stand-in used in tests.
 constexpr size_t kWritableChunk = 4096;
 
-int PollTimeout(std::optional<Clock::time_point> until) {
-  if (!until) return -1;
-  auto left = std::chrono::duration_cast<milliseconds>(*until - Clock::now()).count();
-  return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left + 1, 1 << 30));
+// revents of fd now; 0 if none or poll() failed.
+short PollNow(int fd, short events) {
+  auto ev = PollOne(fd, events, 0);
+  return ev.ok() ? *ev : short{0};
 }
 
-short PollNow(int fd, short events) {
-  pollfd p{fd, events, 0};
-  int n;
-  do {
-    n = ::poll(&p, 1, 0);
-  } while (n < 0 && errno == EINTR);
-  return n > 0 ? p.revents : 0;
+// Sleeps while the host end is away: kHostPoll, cut short at until. false: until has passed.
+bool SleepForHost(std::optional<Clock::time_point> until) {
+  if (until && Clock::now() >= *until) return false;
+  auto wake = Clock::now() + kHostPoll;
+  if (until) wake = std::min(wake, *until);
+  std::this_thread::sleep_until(wake);
+  return true;
 }
 
 }  // namespace
@@ -79,7 +79,7 @@ Error VirtioVchan::PeerClosed(const char* what) {
 
 Result<bool> VirtioVchan::WaitIo(short events, std::optional<Clock::time_point> until) {
   for (;;) {
-    if (closed_.load()) return Error{"vchan " + path_ + ": closed", ENOTCONN};
+    if (closed_.load()) return LocallyClosed();
     pollfd p{fd_.get(), events, 0};
     int n = ::poll(&p, 1, PollTimeout(until));
     if (n < 0) {
@@ -90,17 +90,12 @@ Result<bool> VirtioVchan::WaitIo(short events, std::optional<Clock::time_point> 
     if (p.revents & events) return true;
     if (host_seen_) return true;  // hang-up after a connection: the caller sees EOF
     // Host side not there yet: nothing to block on, so poll gently.
-    auto wake = Clock::now() + kHostPoll;
-    if (until) {
-      if (Clock::now() >= *until) return false;
-      wake = std::min(wake, *until);
-    }
-    std::this_thread::sleep_until(wake);
+    if (!SleepForHost(until)) return false;
   }
 }
 
 Result<size_t> VirtioVchan::Read(void* buf, size_t len) {
-  if (closed_.load()) return Error{"vchan " + path_ + ": closed", ENOTCONN};
+  if (closed_.load()) return LocallyClosed();
   if (len == 0) return size_t{0};
   for (;;) {
     ssize_t n = ::read(fd_.get(), buf, len);
@@ -113,14 +108,14 @@ Result<size_t> VirtioVchan::Read(void* buf, size_t len) {
     if (n < 0 && errno == EINTR) continue;
     if (hangup && host_seen_) return PeerClosed("read");
     if (!hangup && errno != EAGAIN) return Error::Errno("read", path_);
-    if (nonblocking_) return size_t{0};
+    if (nonblocking()) return size_t{0};
     auto w = WaitIo(POLLIN, std::nullopt);
     if (!w.ok()) return w.error();
   }
 }
 
 Result<size_t> VirtioVchan::Write(const void* buf, size_t len) {
-  if (closed_.load()) return Error{"vchan " + path_ + ": closed", ENOTCONN};
+  if (closed_.load()) return LocallyClosed();
   if (len == 0) return size_t{0};
   for (;;) {
     ssize_t n = ::write(fd_.get(), buf, len);
@@ -132,46 +127,28 @@ Result<size_t> VirtioVchan::Write(const void* buf, size_t len) {
       return Error::Errno(EPIPE, "write", path_ + ": vchan peer closed");
     }
     if (!hangup && errno != EAGAIN) return Error::Errno("write", path_);
-    if (nonblocking_) return size_t{0};
+    if (nonblocking()) return size_t{0};
     auto w = WaitIo(POLLOUT, std::nullopt);
     if (!w.ok()) return w.error();
   }
 }
 
-Status VirtioVchan::Recv(void* buf, size_t len) {
-  const bool saved = nonblocking_;
-  nonblocking_ = false;
-  char* p = static_cast<char*>(buf);
-  Status st;
-  while (len > 0) {
-    auto n = Read(p, len);
-    if (!n.ok()) {
-      st = n.error();
-      break;
-    }
-    p += *n;
-    len -= *n;
-  }
-  nonblocking_ = saved;
+Status VirtioVchan::TransferBlocking(size_t len, const TransferStep& step) {
+  // Recv/Send always block: Read/Write see blocking mode until the whole length moved.
+  const bool saved = nonblocking_.exchange(false);
+  Status st = TransferAll(len, step);
+  nonblocking_.store(saved);
   return st;
 }
 
+Status VirtioVchan::Recv(void* buf, size_t len) {
+  char* p = static_cast<char*>(buf);
+  return TransferBlocking(len, [this, p](size_t done, size_t left) { return Read(p + done, left); });
+}
+
 Status VirtioVchan::Send(const void* buf, size_t len) {
-  const bool saved = nonblocking_;
-  nonblocking_ = false;
   const char* p = static_cast<const char*>(buf);
-  Status st;
-  while (len > 0) {
-    auto n = Write(p, len);
-    if (!n.ok()) {
-      st = n.error();
-      break;
-    }
-    p += *n;
-    len -= *n;
-  }
-  nonblocking_ = saved;
-  return st;
+  return TransferBlocking(len, [this, p](size_t done, size_t left) { return Write(p + done, left); });
 }
 
 size_t VirtioVchan::DataReady() {
@@ -189,12 +166,6 @@ size_t VirtioVchan::BufferSpace() {
 
 State VirtioVchan::GetState() { return Probe(); }
 
-Status VirtioVchan::Wait() {
-  auto r = WaitFor(std::nullopt);
-  if (!r.ok()) return r.error();
-  return OkStatus();
-}
-
 Result<bool> VirtioVchan::WaitFor(std::optional<milliseconds> timeout) {
   // Space on a virtio port is level-triggered and nearly always there, so Wait() reports
   // data, connection and hang-up only; Write/Send block for space themselves.
@@ -204,10 +175,7 @@ Result<bool> VirtioVchan::WaitFor(std::optional<milliseconds> timeout) {
     // The event a waiting port reports is the host connecting.
     for (;;) {
       if (Probe() != State::kWaiting) return true;
-      if (until && Clock::now() >= *until) return false;
-      auto wake = Clock::now() + kHostPoll;
-      if (until) wake = std::min(wake, *until);
-      std::this_thread::sleep_until(wake);
+      if (!SleepForHost(until)) return false;
     }
   }
   return WaitIo(POLLIN, until);

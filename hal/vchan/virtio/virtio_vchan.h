@@ -10,11 +10,12 @@
 
 #include "base/result.h"
 #include "base/unique_fd.h"
-#include "hal/vchan/vchan.h"
+#include "hal/vchan/fd_vchan.h"
 
 namespace odyssey::vchan {
 
-class VirtioVchan final : public Vchan {
+// One virtio-serial port (or a tty standing in for one) used as a vchan.
+class VirtioVchan final : public FdVchan {
  public:
   // Opens the port device at path read-write (a tty stand-in is switched to raw mode).
   static Result<VchanPtr> Open(const std::string& path, const Options& opts);
@@ -26,26 +27,23 @@ class VirtioVchan final : public Vchan {
   size_t DataReady() override;
   size_t BufferSpace() override;
   State GetState() override;
-  Status Wait() override;
   Result<bool> WaitFor(std::optional<std::chrono::milliseconds> timeout) override;
   int PollFd() const override { return fd_.get(); }
   void Close() override;
-  void SetNonBlocking(bool on) override { nonblocking_ = on; }
 
  private:
-  VirtioVchan(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+  VirtioVchan(std::string path, UniqueFd fd) : FdVchan(std::move(path)), fd_(std::move(fd)) {}
   // Refreshes host_seen_/peer_closed_ from poll(); returns the state.
   State Probe();
   // Waits for readability (POLLIN) or writability (POLLOUT); sleeps while the host side
   // is not connected yet (the device reports POLLHUP then). false on timeout.
-  Result<bool> WaitIo(short events, std::optional<std::chrono::steady_clock::time_point> until);
+  Result<bool> WaitIo(short events, std::optional<Clock::time_point> until);
+  // Recv/Send: step (a Read or Write) in blocking mode until len bytes moved.
+  Status TransferBlocking(size_t len, const TransferStep& step);
   Error PeerClosed(const char* what);
 
-  const std::string path_;
   UniqueFd fd_;
-  bool nonblocking_ = false;
   bool host_seen_ = false;
-  std::atomic<bool> peer_closed_{false};
   std::atomic<bool> closed_{false};
 };
 
