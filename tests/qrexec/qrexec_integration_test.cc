@@ -226,9 +226,9 @@ TEST_F(QrexecTest, HundredMegabytesEachWay) {
   EXPECT_EQ(Fnv1a(got), Fnv1a(data));
 }
 
-TEST_F(QrexecTest, FortyConcurrentClients) {
+TEST_F(QrexecTest, SixtyFourConcurrentClients) {
   StartDomain();
-  constexpr int kN = 40;
+  constexpr int kN = 64;
   std::vector<pid_t> pids;
   for (int i = 0; i < kN; ++i) {
     std::string base = env_.root() + "/c" + std::to_string(i);
@@ -253,7 +253,7 @@ TEST_F(QrexecTest, AgentConnectionDirectCallsConcurrently) {
   EXPECT_EQ(one.code, 42) << one.error;
   EXPECT_EQ(one.out, "hi\n");
   EXPECT_EQ(one.err, "e\n");
-  constexpr int kN = 36;
+  constexpr int kN = 64;
   std::vector<CallOut> results(kN);
   std::vector<std::thread> threads;
   for (int i = 0; i < kN; ++i)
@@ -525,6 +525,64 @@ TEST_F(VmToVmTest, NoPolicyMeansDeny) {
   StartTwoDomains({});
   EXPECT_EQ(ClientVm("vm2", "test.Allowed", "").exit_code, 126);
 }
+
+#ifdef QREXEC_POLICY_BIN_DIR
+// The real qrexec-policy-daemon deciding from policy.d files, the real daemons and agents of
+// two domains, and qrexec-client-vm in the caller: allow and deny, each explained by the
+// matching rule's file:line in the policy daemon's log and in the sqlite3 audit log.
+TEST_F(VmToVmTest, RealPolicyDaemonDecidesFromPolicyFiles) {
+  std::string policy_dir = env_.root() + "/policy.d";
+  ASSERT_EQ(::mkdir(policy_dir.c_str(), 0755), 0);
+  env_.WriteFile(policy_dir + "/30-test.policy",
+                 "# test rules\n"
+                 "test.Allowed * vm1 vm2 allow\n"
+                 "test.Denied  * vm1 @anyvm deny\n");
+  env_.WriteFile(env_.root() + "/catalog.json",
+                 R"({"domains": {"dom0": {"type": "AdminVM"}, "vm1": {"type": "AppVM"},)"
+                 R"( "vm2": {"type": "AppVM"}}})");
+  std::string sock = env_.root() + "/policy.sock";
+  std::string audit = env_.root() + "/audit.db";
+  pid_t pd = env_.StartBackground(
+      {std::string(QREXEC_POLICY_BIN_DIR) + "/qrexec-policy-daemon", "--socket-path", sock, "--policy-dir",
+       policy_dir, "--catalog", env_.root() + "/catalog.json", "--audit-log", audit},
+      env_.DomainEnv(0), "policyd.log");
+  for (int i = 0; i < 3000 && ::access(sock.c_str(), F_OK) != 0 && env_.Alive(pd); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(::access(sock.c_str(), F_OK), 0) << ReadFile(env_.root() + "/policyd.log");
+  StartTwoDomains({"--policy-socket=" + sock});
+
+  auto ok = ClientVm("vm2", "test.Allowed+arg", "through policy\n");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err << ReadFile(env_.root() + "/daemon1.log");
+  EXPECT_EQ(ok.out, "from vm1:\nthrough policy\n");
+  auto denied = ClientVm("vm2", "test.Denied", "");
+  EXPECT_EQ(denied.exit_code, 126) << denied.err;
+  EXPECT_EQ(denied.out, "");
+  auto unmatched = ClientVm("vm2", "test.Other", "");
+  EXPECT_EQ(unmatched.exit_code, 126) << unmatched.err;
+
+  std::string file = policy_dir + "/30-test.policy";
+  std::string log = ReadFile(env_.root() + "/policyd.log");
+  EXPECT_NE(log.find("allow source=vm1 target=vm2 service=test.Allowed+arg rule=" + file + ":2"),
+            std::string::npos) << log;
+  EXPECT_NE(log.find("deny source=vm1 target=vm2 service=test.Denied+ rule=" + file + ":3"),
+            std::string::npos) << log;
+  std::string dlog = ReadFile(env_.root() + "/daemon1.log");
+  EXPECT_NE(dlog.find("allowed vm1 -> vm2 test.Allowed+arg"), std::string::npos) << dlog;
+  EXPECT_NE(dlog.find("denied vm1 -> vm2 test.Denied+"), std::string::npos) << dlog;
+  if (::access("/usr/bin/sqlite3", X_OK) == 0) {
+    auto rows = env_.Run({"/usr/bin/sqlite3", audit,
+                          "SELECT source, intended_target, service_and_arg, rule_file, rule_line, result "
+                          "FROM decisions ORDER BY id"},
+                         "", {});
+    EXPECT_EQ(rows.exit_code, 0) << rows.err;
+    EXPECT_NE(rows.out.find("vm1|vm2|test.Allowed+arg|" + file + "|2|allow"), std::string::npos) << rows.out;
+    EXPECT_NE(rows.out.find("vm1|vm2|test.Denied+|" + file + "|3|deny"), std::string::npos) << rows.out;
+  }
+  EXPECT_TRUE(env_.Alive(pd));
+  EXPECT_TRUE(env_.Alive(d1_));
+  EXPECT_TRUE(env_.Alive(d2_));
+}
+#endif
 
 // ---- pid 1 ------------------------------------------------------------------------------
 

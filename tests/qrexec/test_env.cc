@@ -138,6 +138,13 @@ pid_t QrexecEnv::StartDaemon(int domid, const std::string& name, const std::vect
   return pid;
 }
 
+pid_t QrexecEnv::StartBackground(const std::vector<std::string>& argv,
+                                 const std::map<std::string, std::string>& env, const std::string& log) {
+  pid_t pid = Spawn(argv, env, "", "", root_ + "/" + log);
+  pids_.push_back(pid);
+  return pid;
+}
+
 ProcResult QrexecEnv::Run(const std::vector<std::string>& argv, const std::string& input,
                           const std::map<std::string, std::string>& env, const std::string& stdin_file,
                           const std::string& stdout_file) {

@@ -48,6 +48,9 @@ class QrexecEnv {
   // Environment every qrexec process of domid gets.
   std::map<std::string, std::string> DomainEnv(int domid) const;
 
+  // Starts a long-running program (stdin /dev/null, output to root/<log>), killed at teardown.
+  pid_t StartBackground(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+                        const std::string& log);
   bool Alive(pid_t pid);
   void Kill(pid_t pid);  // SIGKILL + reap
   int Wait(pid_t pid);
