@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "hal/vchan/testing/helpers.h"
 #include "hal/vchan/testing/temp_dir.h"
 #include "hal/vchan/vchan.h"
 #include "tests/vchan/process_util.h"
@@ -14,6 +15,7 @@ namespace odyssey::vchan {
 namespace {
 
 using testing::ForkChild;
+using testing::SocketOpts;
 using testing::Spawn;
 using testing::TempDir;
 using testing::WaitChild;
@@ -26,21 +28,13 @@ std::vector<std::string> Env(const TempDir& dir, int own) {
           "VCHAN_BACKEND=socket"};
 }
 
-Options Opts(const TempDir& dir, int own) {
-  Options o;
-  o.backend = Backend::kSocket;
-  o.socket_dir = dir.path();
-  o.own_domain = own;
-  return o;
-}
-
 unsigned char Pattern(long i) { return static_cast<unsigned char>((i * 7 + i / 251) & 0xff); }
 
 TEST(VchanCAbi, CServerAndCppClient) {
   TempDir dir;
   pid_t server = Spawn({VCHAN_C_ECHO_SERVER, std::to_string(kGuestDom), "700"}, Env(dir, kHostDom));
   ASSERT_GT(server, 0);
-  auto c = Vchan::Client(kHostDom, 700, Opts(dir, kGuestDom));
+  auto c = Vchan::Client(kHostDom, 700, SocketOpts(dir, kGuestDom));
   ASSERT_TRUE(c.ok()) << c.error().message;
   std::string msg(100000, '\0');
   for (size_t i = 0; i < msg.size(); ++i) msg[i] = static_cast<char>(Pattern(static_cast<long>(i)));
@@ -65,7 +59,7 @@ TEST(VchanCAbi, CServerAndCppClient) {
 
 TEST(VchanCAbi, CppServerAndCClient) {
   TempDir dir;
-  auto s = Vchan::Server(kGuestDom, 701, Opts(dir, kHostDom));
+  auto s = Vchan::Server(kGuestDom, 701, SocketOpts(dir, kHostDom));
   ASSERT_TRUE(s.ok()) << s.error().message;
   pid_t client = Spawn({VCHAN_C_ECHO_CLIENT, std::to_string(kHostDom), "701", "50000"},
                        Env(dir, kGuestDom));
@@ -101,7 +95,7 @@ TEST(VchanCAbi, CClientFailsCleanlyWhenServerDies) {
   // A C++ server that accepts, reads a little and dies: the C client must exit with an
   // error code, not crash or hang.
   pid_t server = ForkChild([&] {
-    auto s = Vchan::Server(kGuestDom, 703, Opts(dir, kHostDom));
+    auto s = Vchan::Server(kGuestDom, 703, SocketOpts(dir, kHostDom));
     if (!s.ok()) return 1;
     char b[16];
     (void)(*s)->Recv(b, sizeof b);

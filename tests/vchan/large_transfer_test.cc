@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "hal/vchan/testing/helpers.h"
 #include "hal/vchan/testing/temp_dir.h"
 #include "hal/vchan/vchan.h"
 #include "tests/vchan/process_util.h"
@@ -45,12 +46,8 @@ struct Stream {
 
 TEST(VchanLarge, OneGibHashCompared) {
   TempDir dir;
-  Options so;
-  so.backend = Backend::kSocket;
-  so.socket_dir = dir.path();
-  so.own_domain = 0;
-  Options co = so;
-  co.own_domain = 3;
+  const Options so = testing::SocketOpts(dir, 0);
+  const Options co = testing::SocketOpts(dir, 3);
   int hash_pipe[2];
   ASSERT_EQ(::pipe(hash_pipe), 0);
 

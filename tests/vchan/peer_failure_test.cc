@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "hal/vchan/testing/helpers.h"
 #include "hal/vchan/testing/temp_dir.h"
 #include "hal/vchan/vchan.h"
 #include "tests/vchan/process_util.h"
@@ -20,19 +21,12 @@ namespace odyssey::vchan {
 namespace {
 
 using testing::ForkChild;
+using testing::SocketOpts;
 using testing::TempDir;
 using testing::WaitChild;
 
 constexpr int kHostDom = 0;
 constexpr int kGuestDom = 4;
-
-Options Opts(const TempDir& dir, int own) {
-  Options o;
-  o.backend = Backend::kSocket;
-  o.socket_dir = dir.path();
-  o.own_domain = own;
-  return o;
-}
 
 // SIGPIPE's default action kills: keep it default while a test runs, so a raised SIGPIPE
 // fails the test instead of going unnoticed.
@@ -55,12 +49,12 @@ int RawConnect(const std::string& path) {
 
 TEST_F(PeerFailure, ClientKilledSeenByServer) {
   TempDir dir;
-  auto s = Vchan::Server(kGuestDom, 720, Opts(dir, kHostDom));
+  auto s = Vchan::Server(kGuestDom, 720, SocketOpts(dir, kHostDom));
   ASSERT_TRUE(s.ok());
   int ready[2];
   ASSERT_EQ(::pipe(ready), 0);
   pid_t child = ForkChild([&] {
-    auto c = Vchan::Client(kHostDom, 720, Opts(dir, kGuestDom));
+    auto c = Vchan::Client(kHostDom, 720, SocketOpts(dir, kGuestDom));
     if (!c.ok()) return 1;
     if (!(*c)->Send("abc", 3).ok()) return 2;
     (void)!::write(ready[1], "r", 1);
@@ -85,14 +79,14 @@ TEST_F(PeerFailure, ClientKilledSeenByServer) {
 TEST_F(PeerFailure, ServerKilledMidStreamSeenByBlockedClient) {
   TempDir dir;
   pid_t child = ForkChild([&] {
-    auto s = Vchan::Server(kHostDom, 721, Opts(dir, kGuestDom));
+    auto s = Vchan::Server(kHostDom, 721, SocketOpts(dir, kGuestDom));
     if (!s.ok()) return 1;
     std::vector<char> half(300000, 'h');
     if (!(*s)->Send(half.data(), half.size()).ok()) return 2;
     ::kill(::getpid(), SIGKILL);  // vanishes mid-message
     return 0;
   });
-  auto c = Vchan::Client(kGuestDom, 721, Opts(dir, kHostDom));
+  auto c = Vchan::Client(kGuestDom, 721, SocketOpts(dir, kHostDom));
   ASSERT_TRUE(c.ok()) << c.error().message;
   std::vector<char> whole(600000);
   Status st = (*c)->Recv(whole.data(), whole.size());  // promised more than it sent
@@ -105,14 +99,14 @@ TEST_F(PeerFailure, ServerKilledMidStreamSeenByBlockedClient) {
 TEST_F(PeerFailure, WriterBlockedOnFullBufferSeesPeerDeath) {
   TempDir dir;
   pid_t child = ForkChild([&] {
-    auto c = Vchan::Client(kHostDom, 722, Opts(dir, kGuestDom));
+    auto c = Vchan::Client(kHostDom, 722, SocketOpts(dir, kGuestDom));
     if (!c.ok()) return 1;
     char b;
     (void)(*c)->Recv(&b, 1);  // reads one byte, then dies without draining
     ::kill(::getpid(), SIGKILL);
     return 0;
   });
-  auto s = Vchan::Server(kGuestDom, 722, Opts(dir, kHostDom));
+  auto s = Vchan::Server(kGuestDom, 722, SocketOpts(dir, kHostDom));
   ASSERT_TRUE(s.ok());
   std::vector<char> big(64 << 20, 'b');
   Status st = (*s)->Send(big.data(), big.size());  // blocks on a full buffer, then EPIPE
@@ -124,7 +118,7 @@ TEST_F(PeerFailure, WriterBlockedOnFullBufferSeesPeerDeath) {
 TEST_F(PeerFailure, HostileClientGarbageAndVanish) {
   TempDir dir;
   const std::string path = SocketPath(dir.path(), kHostDom, kGuestDom, 723);
-  auto s = Vchan::Server(kGuestDom, 723, Opts(dir, kHostDom));
+  auto s = Vchan::Server(kGuestDom, 723, SocketOpts(dir, kHostDom));
   ASSERT_TRUE(s.ok());
   pid_t child = ForkChild([&] {
     int fd = RawConnect(path);
@@ -172,7 +166,7 @@ TEST_F(PeerFailure, HostileServerAcceptsAndSlams) {
   std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
   ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   ASSERT_EQ(::listen(lfd, 4), 0);
-  auto c = Vchan::Client(kGuestDom, 724, Opts(dir, kHostDom));
+  auto c = Vchan::Client(kGuestDom, 724, SocketOpts(dir, kHostDom));
   ASSERT_TRUE(c.ok());
   ::close(::accept(lfd, nullptr, nullptr));
   char b[4];
@@ -182,7 +176,7 @@ TEST_F(PeerFailure, HostileServerAcceptsAndSlams) {
   EXPECT_FALSE((*c)->Send(big.data(), big.size()).ok());
 
   // Never accepted, then the listener goes away: the queued client sees the close.
-  auto c2 = Vchan::Client(kGuestDom, 724, Opts(dir, kHostDom));
+  auto c2 = Vchan::Client(kGuestDom, 724, SocketOpts(dir, kHostDom));
   ASSERT_TRUE(c2.ok());
   EXPECT_EQ((*c2)->GetState(), State::kConnected);
   ::close(lfd);
@@ -194,12 +188,12 @@ TEST_F(PeerFailure, ServerNeverAcceptsSecondClient) {
   // Exactly one connection: after the first client, the name is gone, so a second client
   // times out instead of being queued behind it.
   TempDir dir;
-  auto s = Vchan::Server(kGuestDom, 725, Opts(dir, kHostDom));
+  auto s = Vchan::Server(kGuestDom, 725, SocketOpts(dir, kHostDom));
   ASSERT_TRUE(s.ok());
-  auto c1 = Vchan::Client(kHostDom, 725, Opts(dir, kGuestDom));
+  auto c1 = Vchan::Client(kHostDom, 725, SocketOpts(dir, kGuestDom));
   ASSERT_TRUE(c1.ok());
   EXPECT_EQ((*s)->GetState(), State::kConnected);
-  Options o = Opts(dir, kGuestDom);
+  Options o = SocketOpts(dir, kGuestDom);
   o.connect_timeout = std::chrono::milliseconds(30);
   auto c2 = Vchan::Client(kHostDom, 725, o);
   ASSERT_FALSE(c2.ok());

@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "hal/vchan/testing/helpers.h"
 #include "hal/vchan/testing/temp_dir.h"
 #include "hal/vchan/vchan.h"
 
@@ -19,12 +20,8 @@ using std::chrono::milliseconds;
 
 TEST(SocketVchanAsio, PollFdDrivesAsyncWait) {
   testing::TempDir dir;
-  Options so;
-  so.backend = Backend::kSocket;
-  so.socket_dir = dir.path();
-  so.own_domain = 0;
-  Options co = so;
-  co.own_domain = 2;
+  const Options so = testing::SocketOpts(dir, 0);
+  const Options co = testing::SocketOpts(dir, 2);
   // Client first (async), so the descriptor also has to report the connection.
   auto c = Vchan::ClientAsync(0, 640, co);
   ASSERT_TRUE(c.ok()) << c.error().message;

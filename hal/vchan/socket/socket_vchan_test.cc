@@ -17,12 +17,15 @@
 #include <thread>
 #include <vector>
 
+#include "hal/vchan/testing/helpers.h"
 #include "hal/vchan/testing/temp_dir.h"
 
 namespace odyssey::vchan {
 namespace {
 
 using std::chrono::milliseconds;
+using testing::Carry;
+using testing::SocketOpts;
 using testing::TempDir;
 
 // Upper bound for "this must happen": never reached unless the code under test is broken.
@@ -30,14 +33,6 @@ constexpr int kSafetyMs = 30000;
 
 constexpr int kServerDom = 0;
 constexpr int kClientDom = 7;
-
-Options Opts(const TempDir& dir, int own) {
-  Options o;
-  o.backend = Backend::kSocket;
-  o.socket_dir = dir.path();
-  o.own_domain = own;
-  return o;
-}
 
 bool Exists(const std::string& path) {
   struct stat st;
@@ -55,12 +50,12 @@ struct Pair {
 };
 
 Pair Connect(const TempDir& dir, int port, const Options& extra = {}) {
-  Options so = Opts(dir, kServerDom);
+  Options so = SocketOpts(dir, kServerDom);
   so.write_min = extra.write_min;
   so.read_min = extra.read_min;
   auto s = Vchan::Server(kClientDom, port, so);
   EXPECT_TRUE(s.ok()) << s.error().message;
-  auto c = Vchan::Client(kServerDom, port, Opts(dir, kClientDom));
+  auto c = Vchan::Client(kServerDom, port, SocketOpts(dir, kClientDom));
   EXPECT_TRUE(c.ok()) << c.error().message;
   if (!s.ok() || !c.ok()) return {};
   return {std::move(s.value()), std::move(c.value())};
@@ -68,24 +63,19 @@ Pair Connect(const TempDir& dir, int port, const Options& extra = {}) {
 
 TEST(SocketVchan, ServerFirst) {
   TempDir dir;
-  auto s = Vchan::Server(kClientDom, 600, Opts(dir, kServerDom));
+  auto s = Vchan::Server(kClientDom, 600, SocketOpts(dir, kServerDom));
   ASSERT_TRUE(s.ok()) << s.error().message;
   const std::string path = SocketPath(dir.path(), kServerDom, kClientDom, 600);
   EXPECT_TRUE(Exists(path));
   EXPECT_EQ((*s)->GetState(), State::kWaiting);
   EXPECT_EQ((*s)->DataReady(), 0u);
 
-  auto c = Vchan::Client(kServerDom, 600, Opts(dir, kClientDom));
+  auto c = Vchan::Client(kServerDom, 600, SocketOpts(dir, kClientDom));
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ((*c)->GetState(), State::kConnected);
-  ASSERT_TRUE((*c)->Send("ping", 4).ok());
-  char buf[4];
-  ASSERT_TRUE((*s)->Recv(buf, 4).ok());
-  EXPECT_EQ(std::string(buf, 4), "ping");
+  ASSERT_EQ(Carry(**c, **s, "ping"), "ping");
   EXPECT_EQ((*s)->GetState(), State::kConnected);
-  ASSERT_TRUE((*s)->Send("pong", 4).ok());
-  ASSERT_TRUE((*c)->Recv(buf, 4).ok());
-  EXPECT_EQ(std::string(buf, 4), "pong");
+  ASSERT_EQ(Carry(**s, **c, "pong"), "pong");
   // Exactly one connection: the name is gone once accepted.
   EXPECT_FALSE(Exists(path));
 }
@@ -96,26 +86,23 @@ TEST(SocketVchan, ClientFirstRetriesUntilServerAppears) {
   Result<VchanPtr> client = Error{"not run", -1};
   std::thread t([&] {
     started = true;
-    client = Vchan::Client(kServerDom, 601, Opts(dir, kClientDom));
+    client = Vchan::Client(kServerDom, 601, SocketOpts(dir, kClientDom));
   });
   while (!started) std::this_thread::yield();
   std::this_thread::sleep_for(milliseconds(30));  // let it find nothing a few times
-  auto s = Vchan::Server(kClientDom, 601, Opts(dir, kServerDom));
+  auto s = Vchan::Server(kClientDom, 601, SocketOpts(dir, kServerDom));
   ASSERT_TRUE(s.ok()) << s.error().message;
   t.join();
   ASSERT_TRUE(client.ok()) << client.error().message;
-  ASSERT_TRUE((*s)->Send("hello", 5).ok());
-  char buf[5];
-  ASSERT_TRUE((*client)->Recv(buf, 5).ok());
-  EXPECT_EQ(std::string(buf, 5), "hello");
+  EXPECT_EQ(Carry(**s, **client, "hello"), "hello");
 }
 
 TEST(SocketVchan, ClientFirstDataBeforeAccept) {
   // The client may connect and write before the server has accepted (lazy accept).
   TempDir dir;
-  auto s = Vchan::Server(kClientDom, 602, Opts(dir, kServerDom));
+  auto s = Vchan::Server(kClientDom, 602, SocketOpts(dir, kServerDom));
   ASSERT_TRUE(s.ok());
-  auto c = Vchan::Client(kServerDom, 602, Opts(dir, kClientDom));
+  auto c = Vchan::Client(kServerDom, 602, SocketOpts(dir, kClientDom));
   ASSERT_TRUE(c.ok());
   ASSERT_TRUE((*c)->Send("early", 5).ok());
   ASSERT_TRUE(Readable((*s)->PollFd(), kSafetyMs));  // the pending connection
@@ -126,11 +113,11 @@ TEST(SocketVchan, ClientFirstDataBeforeAccept) {
 
 TEST(SocketVchan, AsyncClientCompletesThroughPollFd) {
   TempDir dir;
-  auto c = Vchan::ClientAsync(kServerDom, 603, Opts(dir, kClientDom));
+  auto c = Vchan::ClientAsync(kServerDom, 603, SocketOpts(dir, kClientDom));
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ((*c)->GetState(), State::kWaiting);
   const int fd = (*c)->PollFd();
-  auto s = Vchan::Server(kClientDom, 603, Opts(dir, kServerDom));
+  auto s = Vchan::Server(kClientDom, 603, SocketOpts(dir, kServerDom));
   ASSERT_TRUE(s.ok());
   // The retry tick makes PollFd readable; each GetState() makes progress.
   while ((*c)->GetState() == State::kWaiting) ASSERT_TRUE(Readable(fd, kSafetyMs));
@@ -144,7 +131,7 @@ TEST(SocketVchan, AsyncClientCompletesThroughPollFd) {
 
 TEST(SocketVchan, ConnectTimeoutHonoured) {
   TempDir dir;
-  Options o = Opts(dir, kClientDom);
+  Options o = SocketOpts(dir, kClientDom);
   o.connect_timeout = milliseconds(50);
   auto c = Vchan::Client(kServerDom, 604, o);
   ASSERT_FALSE(c.ok());
@@ -357,7 +344,7 @@ TEST(SocketVchan, WaitAndPollFdReportEvents) {
 
 TEST(SocketVchan, ServerCloseBeforeClientCleansUp) {
   TempDir dir;
-  auto s = Vchan::Server(kClientDom, 616, Opts(dir, kServerDom));
+  auto s = Vchan::Server(kClientDom, 616, SocketOpts(dir, kServerDom));
   ASSERT_TRUE(s.ok());
   const std::string path = SocketPath(dir.path(), kServerDom, kClientDom, 616);
   EXPECT_TRUE(Exists(path));
@@ -385,7 +372,7 @@ TEST(SocketVchan, CloseFromAnotherThreadWakesBlockedCalls) {
   EXPECT_TRUE(returned);
 
   // A server blocked waiting for its client is woken by Close() too.
-  auto s = Vchan::Server(kClientDom, 618, Opts(dir, kServerDom));
+  auto s = Vchan::Server(kClientDom, 618, SocketOpts(dir, kServerDom));
   ASSERT_TRUE(s.ok());
   std::thread t2([&] { EXPECT_FALSE((*s)->Wait().ok() && (*s)->IsOpen()); });
   std::this_thread::sleep_for(milliseconds(20));
@@ -397,12 +384,12 @@ TEST(SocketVchan, ReplacedServerKeepsNewSocket) {
   // A second server on the same port replaces the first one's name; the first one's
   // Close() must not unlink the second one's socket.
   TempDir dir;
-  auto s1 = Vchan::Server(kClientDom, 619, Opts(dir, kServerDom));
-  auto s2 = Vchan::Server(kClientDom, 619, Opts(dir, kServerDom));
+  auto s1 = Vchan::Server(kClientDom, 619, SocketOpts(dir, kServerDom));
+  auto s2 = Vchan::Server(kClientDom, 619, SocketOpts(dir, kServerDom));
   ASSERT_TRUE(s1.ok() && s2.ok());
   (*s1)->Close();
   EXPECT_TRUE(Exists(SocketPath(dir.path(), kServerDom, kClientDom, 619)));
-  auto c = Vchan::Client(kServerDom, 619, Opts(dir, kClientDom));
+  auto c = Vchan::Client(kServerDom, 619, SocketOpts(dir, kClientDom));
   ASSERT_TRUE(c.ok());
   ASSERT_TRUE((*c)->Send("2", 1).ok());
   char b;
@@ -415,10 +402,7 @@ TEST(SocketVchan, FromConnectedSocketpair) {
   auto a = SocketVchan::FromConnectedSocket(UniqueFd(sv[0]));
   auto b = SocketVchan::FromConnectedSocket(UniqueFd(sv[1]));
   ASSERT_TRUE(a.ok() && b.ok());
-  ASSERT_TRUE((*a)->Send("sp", 2).ok());
-  char buf[2];
-  ASSERT_TRUE((*b)->Recv(buf, 2).ok());
-  EXPECT_EQ(std::string(buf, 2), "sp");
+  EXPECT_EQ(Carry(**a, **b, "sp"), "sp");
 }
 
 TEST(SocketVchan, PathTooLongIsAnError) {
