@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "base/unique_fd.h"
@@ -35,15 +36,22 @@ class MessageStream {
   Result<Message> Recv(Channel channel, uint32_t version);
   // Shuts the stream down in both directions; a blocked Recv() returns an error.
   virtual void Close() = 0;
-  // Readable when data (or EOF) is pending, for poll().
+  // Readable when data (or EOF) is pending, for poll(). Recv() reads ahead into a buffer,
+  // so poll only before the first Recv() (e.g. to wait for the connection).
   virtual int PollFd() const = 0;
 
  protected:
   virtual Status SendRaw(const void* buf, size_t len) = 0;
-  virtual Status RecvRaw(void* buf, size_t len) = 0;
+  // Reads what is available, at least 1 byte (blocking); EOF is an error with code 0.
+  virtual Result<size_t> RecvSome(void* buf, size_t len) = 0;
 
  private:
+  // Exactly len bytes, through the read-ahead buffer (one read() serves many messages).
+  Status RecvExact(void* buf, size_t len);
+
   std::mutex send_mu_;
+  std::vector<char> rbuf_;
+  size_t rpos_ = 0, rlen_ = 0;
 };
 
 using MessageStreamPtr = std::unique_ptr<MessageStream>;
@@ -76,12 +84,18 @@ struct ServiceFds {
   UniqueFd in;    // we write the caller's STDIN here
   UniqueFd out;   // read and sent as STDOUT
   UniqueFd err;   // read and sent as STDERR (may be invalid)
+  // rpc-config exit-on-client-eof: the caller's STDIN EOF ends the call — the service's
+  // fds are closed, STDOUT/STDERR EOF sent, then the exit code.
+  bool exit_on_client_eof = false;
 };
 
 // Service side after the handshake: streams until out and err reach EOF, then calls
 // wait_exit() for the exit code and sends it. Returns once EXIT_CODE has been sent.
 Status RunServiceSide(MessageStream& s, uint32_t version, ServiceFds fds,
                       const std::function<int()>& wait_exit);
+
+// Raises a pipe's capacity (F_SETPIPE_SZ; failures ignored): fewer wake-ups per MiB moved.
+void SetPipeSize(int fd, int bytes);
 
 // Blocks SIGPIPE in the calling thread, so writes to closed pipes fail with EPIPE even in
 // a library whose host process did not ignore SIGPIPE.

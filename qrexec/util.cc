@@ -1,8 +1,9 @@
 #include "qrexec/util.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -12,6 +13,8 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+
+#include "base/spawn.h"
 
 extern char** environ;
 
@@ -135,43 +138,115 @@ int ExitCodeFromStatus(int status) {
   return 125;
 }
 
-Result<pid_t> Spawn(const SpawnSpec& spec, ChildReaper* reaper) {
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  int fds[3] = {spec.stdin_fd, spec.stdout_fd, spec.stderr_fd};
-  for (int i = 0; i < 3; ++i) {
-    if (fds[i] >= 0) posix_spawn_file_actions_adddup2(&fa, fds[i], i);
-    else posix_spawn_file_actions_addopen(&fa, i, "/dev/null", O_RDWR, 0);
+Result<RunAs> LookUpUser(const std::string& user) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  int err = ::getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found);
+  if (err != 0) return Error::Errno(err, "getpwnam_r", user);
+  if (!found) return Error{"user '" + user + "' does not exist", ENOENT};
+  RunAs r;
+  r.uid = pw.pw_uid;
+  r.gid = pw.pw_gid;
+  r.home = pw.pw_dir ? pw.pw_dir : "/";
+  int n = 64;
+  for (int tries = 0; tries < 8; ++tries) {
+    r.groups.resize(static_cast<size_t>(n));
+    int got = n;
+    if (::getgrouplist(user.c_str(), pw.pw_gid, r.groups.data(), &got) >= 0) {
+      r.groups.resize(static_cast<size_t>(got));
+      return r;
+    }
+    n = got > n ? got : n * 2;
   }
-  sigset_t empty, all;
-  sigemptyset(&empty);
-  sigfillset(&all);
-  sigdelset(&all, SIGKILL);
-  sigdelset(&all, SIGSTOP);
-  posix_spawnattr_setsigmask(&attr, &empty);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-  if (spec.new_session) flags |= POSIX_SPAWN_SETSID;
-  posix_spawnattr_setflags(&attr, flags);
+  return Error{"group list of user '" + user + "' is too long", E2BIG};
+}
 
-  std::vector<char*> argv, envp;
-  for (auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  for (auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-  int err = 0;
-  auto do_spawn = [&]() -> pid_t {
-    pid_t pid = -1;
-    err = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
-    return err ? -1 : pid;
+namespace {
+
+// fork + credential switch + exec. The child runs only async-signal-safe calls (the
+// parent is multi-threaded); a failure's errno comes back through a close-on-exec pipe.
+Result<pid_t> SpawnAs(const SpawnSpec& spec, char* const* argv, char* const* envp,
+                      ChildReaper* reaper) {
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) return Error::Errno("pipe2", "spawn report");
+  UniqueFd report_r(report[0]), report_w(report[1]);
+  int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  UniqueFd null_keep(null_fd);
+  const RunAs& as = *spec.run_as;
+  auto do_fork = [&]() -> pid_t {
+    pid_t pid = ::fork();
+    if (pid != 0) return pid;
+    // Child.
+    int fds[3] = {spec.stdin_fd, spec.stdout_fd, spec.stderr_fd};
+    int err = 0;
+    // Move every source fd above 2 first, so a dup2 never clobbers a later source.
+    for (int i = 0; i < 3; ++i) {
+      int src = fds[i] >= 0 ? fds[i] : null_fd;
+      int moved = ::fcntl(src, F_DUPFD_CLOEXEC, 3);
+      if (moved < 0) err = errno;
+      fds[i] = moved;
+    }
+    for (int i = 0; i < 3 && err == 0; ++i)
+      if (::dup2(fds[i], i) < 0) err = errno;
+    for (int sig = 1; sig < NSIG; ++sig)
+      if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+    sigset_t empty;
+    sigemptyset(&empty);
+    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+    if (err == 0 && spec.new_session && ::setsid() < 0) err = errno;
+    if (err == 0 && ::setgroups(as.groups.size(), as.groups.data()) != 0) err = errno;
+    if (err == 0 && ::setgid(as.gid) != 0) err = errno;
+    if (err == 0 && ::setuid(as.uid) != 0) err = errno;
+    if (err == 0 && ::chdir(as.home.c_str()) != 0) (void)!::chdir("/");
+    if (err == 0) {
+      ::execve(argv[0], argv, envp);
+      err = errno;
+    }
+    (void)!::write(report_w.get(), &err, sizeof err);
+    ::_exit(127);
   };
-  pid_t pid = reaper ? reaper->SpawnWatched(do_spawn) : do_spawn();
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (pid < 0) return Error::Errno(err, "posix_spawn", spec.argv.empty() ? "" : spec.argv[0]);
+  pid_t pid = reaper ? reaper->SpawnWatched(do_fork) : do_fork();
+  if (pid < 0) return Error::Errno("fork", spec.argv[0]);
+  report_w.reset();
+  int child_err = 0;
+  ssize_t n;
+  while ((n = ::read(report_r.get(), &child_err, sizeof child_err)) < 0 && errno == EINTR) {
+  }
+  if (n == static_cast<ssize_t>(sizeof child_err)) {
+    if (reaper) (void)reaper->Wait(pid);  // collect the failed child
+    return Error::Errno(child_err, "exec as uid " + std::to_string(as.uid), spec.argv[0]);
+  }
   return pid;
+}
+
+}  // namespace
+
+Result<pid_t> Spawn(const SpawnSpec& spec, ChildReaper* reaper) {
+  if (spec.argv.empty()) return Error{"spawn: empty argv", EINVAL};
+  if (spec.run_as) {
+    std::vector<char*> argv, envp;
+    for (auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    for (auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+    return SpawnAs(spec, argv.data(), envp.data(), reaper);
+  }
+  SpawnOptions o;
+  o.argv = spec.argv;
+  o.env = spec.env;
+  o.stdin_fd = spec.stdin_fd;
+  o.stdout_fd = spec.stdout_fd;
+  o.stderr_fd = spec.stderr_fd;
+  o.new_session = spec.new_session;
+  if (!reaper) return SpawnProcess(o);
+  Result<pid_t> result = Error{"not started", 0};
+  // Held under the reaper's lock: the child cannot be reaped before it is watched.
+  reaper->SpawnWatched([&]() -> pid_t {
+    result = SpawnProcess(o);
+    return result.ok() ? *result : -1;
+  });
+  return result;
 }
 
 std::vector<std::string> EnvironmentWithout(const std::vector<std::string>& drop) {

@@ -60,6 +60,18 @@ class ChildReaper {
 // Exit code as a shell reports it: code, or 128+signal.
 int ExitCodeFromStatus(int status);
 
+// Credentials a child switches to before exec (a root agent running USER:COMMAND).
+struct RunAs {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups (initgroups' list, computed beforehand)
+  std::string home;           // working directory; "/" when it cannot be entered
+};
+
+// The account `user` from the password database, with its group list (what initgroups
+// would set). An Error with code ENOENT names the user when it does not exist.
+Result<RunAs> LookUpUser(const std::string& user);
+
 struct SpawnSpec {
   std::vector<std::string> argv;
   std::vector<std::string> env;  // full environment, "K=V"
@@ -67,9 +79,13 @@ struct SpawnSpec {
   int stdout_fd = -1;
   int stderr_fd = -1;
   bool new_session = true;
+  // Set: fork, setgroups/setgid/setuid to these, chdir home, exec (posix_spawn cannot
+  // change credentials). Unset: posix_spawn as the caller.
+  const RunAs* run_as = nullptr;
 };
-// posix_spawn with the given stdio; signal mask cleared and dispositions reset.
-// Returns the pid or an Error whose code is the errno (ENOENT, EACCES, ...).
+// Starts spec.argv[0] with the given stdio; signal mask cleared and dispositions reset.
+// Returns the pid or an Error whose code is the errno (ENOENT, EACCES, EPERM, ...); with
+// run_as, a failed credential switch or exec is reported the same way.
 Result<pid_t> Spawn(const SpawnSpec& spec, ChildReaper* reaper);
 
 // The process environment as "K=V" strings, minus the names in drop.

@@ -80,11 +80,11 @@ struct World {
     // One agent per host-side peer: an agent serves exactly one control connection.
     agent = SpawnWithEnv({bin + "/qrexec-agent", "--agent-socket=", "--rpc-dir="},
                          {"VCHAN_SOCKET_DIR=" + vchan, "VCHAN_DOMAIN=" + std::to_string(kDom),
-                          "QREXEC_SERVICE_PATH=" + rpc},
+                          "QREXEC_SERVICE_PATH=" + rpc, "QREXEC_NO_ROOT=1"},
                          (root + "/agent.log").c_str());
     daemon_agent = SpawnWithEnv({bin + "/qrexec-agent", "--agent-socket=", "--rpc-dir="},
                                 {"VCHAN_SOCKET_DIR=" + vchan, "VCHAN_DOMAIN=" + std::to_string(kDaemonDom),
-                                 "QREXEC_SERVICE_PATH=" + rpc},
+                                 "QREXEC_SERVICE_PATH=" + rpc, "QREXEC_NO_ROOT=1"},
                                 (root + "/agent2.log").c_str());
     daemon = SpawnWithEnv({bin + "/qrexec-daemon", "--socket-dir=" + sockets, std::to_string(kDaemonDom), "bench"},
                           {"VCHAN_SOCKET_DIR=" + vchan, "VCHAN_DOMAIN=0"}, (root + "/daemon.log").c_str());

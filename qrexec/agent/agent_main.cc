@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,13 +28,17 @@ namespace {
 
 using MessageStreamShared = std::shared_ptr<MessageStream>;
 
+// Capacity of the pipes to and from a service (the kernel default is 64 KiB).
+constexpr int kPipeBytes = 1 << 20;
+
 class Agent {
  public:
-  Agent(ServicePaths paths, std::string agent_socket, ChildReaper& reaper)
+  Agent(ServicePaths paths, std::string agent_socket, ChildReaper& reaper, bool switch_user)
       : paths_(std::move(paths)),
         agent_socket_(std::move(agent_socket)),
         reaper_(reaper),
-        base_env_(EnvironmentWithout(ClearedAgentVariables())) {}
+        base_env_(EnvironmentWithout(ClearedAgentVariables())),
+        switch_user_(switch_user) {}
 
   void Run() {
     if (!agent_socket_.empty()) StartTriggerSocket();
@@ -131,10 +136,7 @@ class Agent {
 
   void HandleExec(const MessageStreamShared& ctrl, uint32_t type, const ExecRequest& req) {
     BlockSigpipeInThisThread();
-    vchan::Options o = vopts_;
-    o.connect_timeout = std::chrono::seconds(10);
-    auto v = vchan::Vchan::Client(static_cast<int>(req.connect_domain),
-                                  static_cast<int>(req.connect_port), o);
+    auto v = ConnectDataPort(static_cast<int>(req.connect_domain), static_cast<int>(req.connect_port));
     if (v.ok()) {
       auto s = StreamFromVchan(std::move(v.value()));
       auto ver = Handshake(*s, Channel::kDataToService, kProtocolVersion, true);
@@ -147,6 +149,36 @@ class Agent {
       Log("data channel: " + v.error().message);
     }
     (void)ctrl->Send(EncodeConnectionTerminated(req.connect_domain, req.connect_port));
+  }
+
+  // HOME, USER and LOGNAME of the user a command switches to (as su would set them).
+  static void SetUserEnvironment(std::vector<std::string>& env, const std::string& user,
+                                 const std::string& home) {
+    std::erase_if(env, [](const std::string& kv) {
+      return kv.rfind("HOME=", 0) == 0 || kv.rfind("USER=", 0) == 0 || kv.rfind("LOGNAME=", 0) == 0;
+    });
+    env.push_back("HOME=" + home);
+    env.push_back("USER=" + user);
+    env.push_back("LOGNAME=" + user);
+  }
+
+  // qrexec-client listens on its data port only after the daemon's reply, which races with
+  // the daemon's EXEC_CMDLINE to us; the vchan's own retry backs off to 10 ms sleeps. Retry
+  // every 100 us for the first 20 ms (a missed race costs ~0.1 ms, not several), then wait
+  // up to 10 s with the vchan's backoff.
+  Result<vchan::VchanPtr> ConnectDataPort(int domain, int port) {
+    using namespace std::chrono;
+    vchan::Options o = vopts_;
+    o.connect_timeout = milliseconds(0);
+    const auto fast_until = steady_clock::now() + milliseconds(20);
+    for (;;) {
+      auto v = vchan::Vchan::Client(domain, port, o);
+      if (v.ok()) return v;
+      if (steady_clock::now() >= fast_until) break;
+      std::this_thread::sleep_for(microseconds(100));
+    }
+    o.connect_timeout = seconds(10);
+    return vchan::Vchan::Client(domain, port, o);
   }
 
   static void SendErrorExit(MessageStream& s, int code, const std::string& msg) {
@@ -168,6 +200,19 @@ class Agent {
     if (!cmd.ok()) return SendErrorExit(s, kExitProblem, "qrexec-agent: " + cmd.error().message);
     SpawnSpec spec;
     spec.env = ServiceEnvironment(base_env_, *cmd);
+    // A root agent runs the command as USER (Qubes' behaviour); QREXEC_NO_ROOT or a non-root
+    // agent runs everything as itself.
+    Result<RunAs> run_as = Error{"", 0};
+    if (switch_user_ && cmd->user != "root") {
+      run_as = LookUpUser(cmd->user);
+      if (!run_as.ok()) {
+        Log("call as '" + cmd->user + "' refused: " + run_as.error().message);
+        return SendErrorExit(s, kExitRefused, "qrexec-agent: cannot run as '" + cmd->user +
+                                                  "': " + run_as.error().message);
+      }
+      spec.run_as = &run_as.value();
+      SetUserEnvironment(spec.env, cmd->user, run_as->home);
+    }
     if (cmd->is_service) {
       auto found = FindService(paths_, cmd->service, cmd->argument);
       if (!found)
@@ -201,6 +246,9 @@ class Agent {
     UniqueFd out_r(out[0]), out_w(out[1]);
     if (::pipe2(err, O_CLOEXEC) != 0) return SendErrorExit(s, kExitProblem, "qrexec-agent: pipe failed");
     UniqueFd err_r(err[0]), err_w(err[1]);
+    // Room for a burst in each direction: the service and the agent wake each other less.
+    SetPipeSize(in_w.get(), kPipeBytes);
+    SetPipeSize(out_w.get(), kPipeBytes);
     spec.stdin_fd = in_r.get();
     spec.stdout_fd = out_w.get();
     spec.stderr_fd = err_w.get();
@@ -211,6 +259,8 @@ class Agent {
     if (!pid.ok())
       return SendErrorExit(s, ExitCodeForSpawnError(pid.error().code), "qrexec-agent: " + pid.error().message);
     ServiceFds fds{std::move(in_w), std::move(out_r), std::move(err_r)};
+    if (cmd->is_service)
+      fds.exit_on_client_eof = LoadServiceConfig(paths_, cmd->service, cmd->argument).exit_on_client_eof;
     pid_t child = *pid;
     Status st = RunServiceSide(s, version, std::move(fds),
                                [&] { return ExitCodeFromStatus(reaper_.Wait(child)); });
@@ -231,6 +281,7 @@ class Agent {
     UniqueFd in(::dup(sock->get()));
     if (!in) return SendErrorExit(s, kExitProblem, "qrexec-agent: dup failed");
     ServiceFds fds{std::move(in), std::move(sock.value()), UniqueFd()};
+    fds.exit_on_client_eof = cfg.exit_on_client_eof;
     Status st = RunServiceSide(s, version, std::move(fds), [] { return 0; });
     if (!st.ok()) Log("socket service " + cmd.service_full() + ": " + st.error().message);
   }
@@ -283,6 +334,7 @@ class Agent {
   const std::string agent_socket_;
   ChildReaper& reaper_;
   const std::vector<std::string> base_env_;
+  const bool switch_user_;
   const vchan::Options vopts_{};
   std::mutex mu_;
   MessageStreamShared ctrl_;
@@ -321,7 +373,16 @@ int main(int argc, char** argv) {
   // Values inherited by the agent must never reach a service.
   for (const auto& v : ClearedAgentVariables()) ::unsetenv(v.c_str());
   if (::getpid() != 1) ::prctl(PR_SET_CHILD_SUBREAPER, 1);
-  Agent agent(ResolveServicePaths(rpc_dir), agent_socket, reaper);
+  // Qubes: QREXEC_NO_ROOT=1 (or not being root) means commands run as the agent's own user.
+  const char* no_root = std::getenv("QREXEC_NO_ROOT");
+  bool switch_user = ::geteuid() == 0 && !(no_root && *no_root && std::string(no_root) != "0");
+  // A domain without a user database (a minimal initrd whose init runs us as root) cannot
+  // switch to anyone: everything runs as root there, as before.
+  if (switch_user && ::access("/etc/passwd", F_OK) != 0) {
+    Log("no /etc/passwd: commands run as root whatever USER they name");
+    switch_user = false;
+  }
+  Agent agent(ResolveServicePaths(rpc_dir), agent_socket, reaper, switch_user);
   agent.Run();
   return 0;
 }

@@ -21,10 +21,39 @@ struct ClientArgs {
   std::string local_program;
   bool just_exec = false;
   std::string cmdline;
+  std::string connect_existing;  // -c REQUEST_ID,SRC_DOMAIN_NAME,SRC_DOMAIN_ID
 };
 
+// -c: the parts of REQUEST_ID,SRC_DOMAIN_NAME,SRC_DOMAIN_ID, each validated.
+struct ConnectExisting {
+  std::string ident;
+  std::string source_name;
+  uint32_t source_domid = 0;
+};
+
+Result<ConnectExisting> ParseConnectExisting(const std::string& untrusted) {
+  size_t a = untrusted.find(',');
+  size_t b = a == std::string::npos ? a : untrusted.find(',', a + 1);
+  if (b == std::string::npos || untrusted.find(',', b + 1) != std::string::npos)
+    return Error{"-c '" + untrusted + "': expected REQUEST_ID,SRC_DOMAIN_NAME,SRC_DOMAIN_ID", EINVAL};
+  ConnectExisting c;
+  c.ident = untrusted.substr(0, a);
+  c.source_name = untrusted.substr(a + 1, b - a - 1);
+  std::string id = untrusted.substr(b + 1);
+  if (!IsValidIdent(c.ident)) return Error{"-c: invalid request id '" + c.ident + "'", EINVAL};
+  if (!IsValidDomainName(c.source_name))
+    return Error{"-c: invalid source domain name '" + c.source_name + "'", EINVAL};
+  if (id.empty() || id.size() > 5 || id.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(id) > 0x7fff)
+    return Error{"-c: invalid source domain id '" + id + "'", EINVAL};
+  c.source_domid = static_cast<uint32_t>(std::stoul(id));
+  return c;
+}
+
 // Client protocol v3 with the daemon: HELLO both ways, the request, the data port back.
-Result<ExecParams> AskDaemon(const ClientArgs& a, uint32_t type, UniqueFd& keep) {
+// connect_domain: who will serve the data port (our own domain, or with -c the caller's).
+Result<ExecParams> AskDaemon(const ClientArgs& a, uint32_t type, uint32_t connect_domain,
+                             UniqueFd& keep) {
   std::string path = a.socket_dir + "/qrexec." + a.domain;
   auto fd = ConnectUnix(path);
   if (!fd.ok()) return fd.error().Wrap("cannot reach the qrexec-daemon of '" + a.domain + "'");
@@ -33,8 +62,7 @@ Result<ExecParams> AskDaemon(const ClientArgs& a, uint32_t type, UniqueFd& keep)
   keep = std::move(fd.value());
   auto ver = Handshake(*s, Channel::kDaemonToClient, kClientProtocolVersion, false);
   if (!ver.ok()) return ver.error().Wrap("HELLO with qrexec-daemon");
-  int own = vchan::EffectiveOwnDomain(vchan::Options{});
-  ODYSSEY_TRY(s->Send(EncodeExec(type, static_cast<uint32_t>(own), 0, a.cmdline)));
+  ODYSSEY_TRY(s->Send(EncodeExec(type, connect_domain, 0, a.cmdline)));
   auto m = s->Recv(Channel::kDaemonToClient, *ver);
   if (!m.ok()) return m.error().Wrap("qrexec-daemon refused the request");
   if (m->type != type) return Error{"qrexec-daemon answered " + MsgTypeName(m->type), EPROTO};
@@ -66,14 +94,49 @@ Result<int> RunLocalProgram(const std::string& program, int* to_remote, int* fro
   return 0;
 }
 
+// -c: answer a domain's pending qrexec-client-vm request (as qrexec-policy-daemon does after
+// allowing it): the target's daemon runs the service with its agent connecting to the
+// source domain, and the source's daemon tells the waiting qrexec-client-vm (by request
+// id) to serve that data port. Nothing is streamed through this process.
+int ConnectExistingMain(const ClientArgs& a, uint32_t type) {
+  auto c = ParseConnectExisting(a.connect_existing);
+  if (!c.ok()) {
+    Log(c.error().message);
+    return 2;
+  }
+  UniqueFd target_conn;
+  auto p = AskDaemon(a, type, c->source_domid, target_conn);
+  if (!p.ok()) {
+    Log(p.error().message);
+    return kExitProblem;
+  }
+  std::string path = a.socket_dir + "/qrexec." + c->source_name;
+  auto fd = ConnectUnix(path);
+  if (!fd.ok()) {
+    Log(fd.error().Wrap("cannot reach the qrexec-daemon of '" + c->source_name + "'").message);
+    return kExitProblem;
+  }
+  auto s = StreamFromFd(std::move(fd.value()));
+  auto ver = Handshake(*s, Channel::kDaemonToClient, kClientProtocolVersion, false);
+  Status st = ver.ok() ? s->Send(EncodeServiceConnect(p->connect_domain, p->connect_port, c->ident))
+                       : Status(ver.error());
+  if (!st.ok()) {
+    Log("SERVICE_CONNECT to the daemon of '" + c->source_name + "': " + st.error().message);
+    return kExitProblem;
+  }
+  return 0;
+}
+
 int Main(const ClientArgs& a) {
   if (!ParseCmdline(a.cmdline).ok()) {
     Log("invalid command '" + a.cmdline + "': expected USER:COMMAND or USER:QUBESRPC SERVICE+ARG SOURCE");
     return 2;
   }
   uint32_t type = a.just_exec ? MSG_JUST_EXEC : MSG_EXEC_CMDLINE;
+  if (!a.connect_existing.empty()) return ConnectExistingMain(a, type);
   UniqueFd daemon_conn;
-  auto p = AskDaemon(a, type, daemon_conn);
+  auto own = static_cast<uint32_t>(vchan::EffectiveOwnDomain(vchan::Options{}));
+  auto p = AskDaemon(a, type, own, daemon_conn);
   if (!p.ok()) {
     Log(p.error().message);
     return kExitProblem;
@@ -135,7 +198,12 @@ int main(int argc, char** argv) {
   app.add_option("-l,--local-program", a.local_program,
                  "run this local command (sh -c) with its stdin/stdout connected to the remote's");
   app.add_flag("-e,--just-exec", a.just_exec, "start the command with stdio on /dev/null (MSG_JUST_EXEC)");
-  app.add_flag("-t,-T,-w", compat, "accepted for Qubes compatibility; no effect");
+  app.add_option("-c,--connect-existing", a.connect_existing,
+                 "REQUEST_ID,SRC_DOMAIN_NAME,SRC_DOMAIN_ID: connect the service to that domain's "
+                 "waiting qrexec-client-vm request instead of to this process");
+  std::string timeout_compat;
+  app.add_flag("-t,-T,-p", compat, "accepted for Qubes compatibility; no effect");
+  app.add_option("-w", timeout_compat, "accepted for Qubes compatibility (timeout); no effect");
   app.add_option("command", a.cmdline, "USER:COMMAND or USER:QUBESRPC SERVICE+ARG SOURCE")->required();
   CLI11_PARSE(app, argc, argv);
   if (a.domain.empty() || a.domain.find('/') != std::string::npos) {

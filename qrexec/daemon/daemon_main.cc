@@ -227,11 +227,14 @@ class Daemon {
       reply.append(buf, static_cast<size_t>(n));
     int code = ExitCodeFromStatus(ChildReaper::Install().Wait(*pid));
     if (reply.rfind("result=", 0) == 0) return ParsePolicyReply(reply);
-    PolicyReply r;
-    r.allow = code == 0;
-    if (r.allow) r.target = q.intended_target;
-    return r;
+    // Qubes' contract (qrexec-policy-exec): no answer on stdout means the program carried
+    // the call out itself (qrexec-client -c ...); exit 0 = done, anything else = refused.
+    if (code == 0) return Error{"handled by the policy program", kHandledByProgram};
+    return Error{"policy program exited with " + std::to_string(code), 0};
   }
+
+  // Error code of AskPolicyProgram() when the program connected the call itself.
+  static constexpr int kHandledByProgram = -1;
 
   void HandleTrigger(const TriggerRequest& req) {
     auto conn = Current();
@@ -243,6 +246,10 @@ class Daemon {
     if (!a_.policy_socket.empty()) decision = AskPolicySocket(q);
     else if (!a_.policy_program.empty()) decision = AskPolicyProgram(q);
     std::string what = a_.name + " -> " + req.target_domain + " " + service;
+    if (!decision.ok() && decision.error().code == kHandledByProgram) {
+      Log("policy program connected " + what);
+      return;
+    }
     if (!decision.ok() || !decision->allow) {
       Log("denied " + what + (decision.ok() ? "" : ": " + decision.error().message));
       (void)conn->SendServiceRefused(req.ident);
@@ -311,7 +318,8 @@ int main(int argc, char** argv) {
       ->envname("QREXEC_SOCKET_DIR");
   app.add_option("--policy-program", a.policy_program,
                  "run as P -- DOMID SOURCE TARGET SERVICE+ARG IDENT; stdout 'result=...' lines "
-                 "or exit 0 = allow");
+                 "are the decision; without them exit 0 = the program connected the call itself "
+                 "(qrexec-client -c, as Qubes' qrexec-policy-exec), else refused");
   app.add_option("--policy-socket", a.policy_socket,
                  "policy daemon socket (request/answer lines as in Qubes' qrexec-policy-daemon)")
       ->envname("QREXEC_POLICY_SOCKET");

@@ -210,8 +210,13 @@ Status AgentConnection::SendServiceRefused(const std::string& ident) {
 Result<int> AgentConnection::Call(const CallRequest& req) {
   auto lease = AllocatePort(0);
   if (!lease.ok()) return lease.error();
-  // Listen before telling the agent, so its connect succeeds on the first try.
-  auto server = vchan::Vchan::Server(impl_->opts.domid, lease->port, impl_->VchanOptions());
+  // Listen (or, for VMs, connect to the hypervisor's socket) before telling the agent, so
+  // its connect succeeds on the first try.
+  vchan::Options vo = impl_->VchanOptions();
+  vo.connect_timeout = std::chrono::seconds(10);
+  auto server = impl_->opts.connect_data_ports
+                    ? vchan::Vchan::Client(impl_->opts.domid, lease->port, vo)
+                    : vchan::Vchan::Server(impl_->opts.domid, lease->port, impl_->VchanOptions());
   if (!server.ok()) {
     ReleasePort(lease->port);
     return server.error().Wrap("data channel for " + impl_->opts.domain_name);

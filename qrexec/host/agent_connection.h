@@ -38,6 +38,9 @@ struct AgentConnectionOptions {
   std::function<void(const TriggerRequest& req)> on_trigger;
   // Called (on the reader thread) when the agent frees a data port.
   std::function<void(int port)> on_port_released;
+  // VMs: the hypervisor listens on every port's host socket (virtio-serial chardevs named
+  // vchan.<domid>.0.<port>.sock), so Call() connects to the data port instead of listening.
+  bool connect_data_ports = false;
 };
 
 // One call from the host into the domain.

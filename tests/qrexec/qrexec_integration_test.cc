@@ -207,6 +207,60 @@ TEST_F(QrexecTest, SocketService) {
   EXPECT_EQ(descriptor, "test.Sock+arg dom0");
 }
 
+// rpc-config exit-on-client-eof=true: the caller's EOF ends the call even though the socket
+// service never closes its end (without it this call would wait forever).
+TEST_F(QrexecTest, ExitOnClientEofEndsTheCall) {
+  ::mkdir(env_.odyssey_dir(kDom).c_str(), 0755);
+  std::string cfg = env_.root() + "/cfg" + std::to_string(kDom);
+  ::mkdir(cfg.c_str(), 0755);
+  env_.WriteFile(cfg + "/test.Hold", "exit-on-client-eof = true\nskip-service-descriptor=true\n");
+  std::string path = env_.odyssey_dir(kDom) + "/test.Hold";
+  auto l = ListenUnix(path, 0666);
+  ASSERT_TRUE(l.ok()) << l.error().message;
+  std::string got;
+  std::thread server([&] {
+    UniqueFd c(::accept(l->get(), nullptr, nullptr));
+    ASSERT_TRUE(c.valid());
+    (void)WriteAll(c.get(), "ready\n", 6);
+    char buf[256];
+    ssize_t n;
+    // Reads to EOF (the agent closes the socket at the caller's EOF), never closes first.
+    while ((n = ::read(c.get(), buf, sizeof buf)) > 0) got.append(buf, static_cast<size_t>(n));
+  });
+  StartDomain();
+  auto r = Client("DEFAULT:QUBESRPC test.Hold+ dom0", "client data\n");
+  server.join();
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(got, "client data\n");
+  EXPECT_EQ(r.out.substr(0, 6), r.out.empty() ? "" : "ready\n");
+}
+
+// A root agent (without QREXEC_NO_ROOT) runs USER:COMMAND as USER: setgroups/setgid/setuid of
+// that account, HOME/USER/LOGNAME set; an unknown user is refused with 126 and a message.
+TEST_F(QrexecTest, RootAgentSwitchesToRequestedUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: a non-root agent runs commands as itself";
+  if (!LookUpUser("nobody").ok()) GTEST_SKIP() << "no user 'nobody' here";
+  env_.agent_env["QREXEC_NO_ROOT"] = "";
+  StartDomain();
+  auto r = Client("nobody:id -u; id -g; id -G; echo $USER $LOGNAME $HOME; pwd");
+  auto nobody = LookUpUser("nobody");
+  std::string dir = ::access(nobody->home.c_str(), X_OK) == 0 ? nobody->home : "/";
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::string want = std::to_string(nobody->uid) + "\n" + std::to_string(nobody->gid) + "\n";
+  EXPECT_EQ(r.out.substr(0, want.size()), want) << r.out;
+  EXPECT_NE(r.out.find("nobody nobody " + nobody->home + "\n" + dir + "\n"), std::string::npos) << r.out;
+  // Supplementary groups are the user's, not root's.
+  EXPECT_EQ(r.out.find("\n0\n", want.size() - 1), std::string::npos) << r.out;
+  r = Client("root:id -u");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "0\n");
+  r = Client("nosuchuser42:true");
+  EXPECT_EQ(r.exit_code, 126);
+  EXPECT_NE(r.err.find("nosuchuser42"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  EXPECT_TRUE(env_.Alive(daemon_));
+}
+
 TEST_F(QrexecTest, HundredMegabytesEachWay) {
   StartDomain();
   std::string data(100u << 20, '\0');
@@ -519,6 +573,35 @@ TEST_F(VmToVmTest, PolicySocketAllowAndDeny) {
   EXPECT_NE(last_query.find("source=vm1\nintended_target=@default\nservice_and_arg=test.Denied+\n"),
             std::string::npos)
       << last_query;
+}
+
+// Qubes' split: the policy program answers nothing on stdout and carries the call out
+// itself with `qrexec-client -c REQUEST_ID,SOURCE,SOURCE_ID` (as qrexec-policy-exec does).
+TEST_F(VmToVmTest, PolicyProgramConnectsWithClientDashC) {
+  std::string policy = env_.root() + "/policy-exec.sh";
+  // argv: -- DOMID SOURCE TARGET SERVICE+ARG IDENT
+  env_.WriteFile(policy,
+                 "#!/bin/sh\ncase \"$5\" in test.Allowed+*) exec " + env_.Bin("qrexec-client") +
+                     " --socket-dir=" + env_.socket_dir() +
+                     " -d \"$4\" -c \"$6,$3,$2\" \"DEFAULT:QUBESRPC $5 $3\";; *) exit 1;; esac\n",
+                 0755);
+  StartTwoDomains({"--policy-program=" + policy});
+  auto ok = ClientVm("vm2", "test.Allowed+x", "via -c\n");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err << ReadFile(env_.root() + "/daemon1.log");
+  EXPECT_EQ(ok.out, "from vm1:\nvia -c\n");
+  EXPECT_NE(ReadFile(env_.root() + "/daemon1.log").find("policy program connected vm1 -> vm2 test.Allowed+x"),
+            std::string::npos);
+  auto denied = ClientVm("vm2", "test.Denied", "");
+  EXPECT_EQ(denied.exit_code, 126) << denied.err;
+  // Malformed -c values are refused before anything is sent.
+  for (const char* bad : {"SOCKET1,vm1", "SOCKET1,vm1,x", "SOCKET1,../x,1", "a b,vm1,1"}) {
+    auto r = env_.Run({env_.Bin("qrexec-client"), "--socket-dir=" + env_.socket_dir(), "-d", "vm2", "-c", bad,
+                       "DEFAULT:QUBESRPC test.Allowed+ vm1"},
+                      "", env_.DomainEnv(0));
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+  }
+  EXPECT_TRUE(env_.Alive(d1_));
+  EXPECT_TRUE(env_.Alive(d2_));
 }
 
 TEST_F(VmToVmTest, NoPolicyMeansDeny) {

@@ -72,6 +72,7 @@ std::map<std::string, std::string> QrexecEnv::DomainEnv(int domid) const {
           {"VCHAN_DOMAIN", std::to_string(domid)},
           {"QREXEC_SERVICE_PATH", rpc_dir(domid)},
           {"QUBES_RPC_CONFIG_PATH", root_ + "/cfg" + std::to_string(domid)},
+          {"QREXEC_NO_ROOT", "1"},
           {"ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1"}};
 }
 
@@ -114,7 +115,9 @@ pid_t QrexecEnv::StartAgent(int domid, const std::vector<std::string>& extra,
   for (auto& x : extra) argv.push_back(x);
   ::mkdir(rpc_dir(domid).c_str(), 0755);
   ::mkdir(odyssey_dir(domid).c_str(), 0755);
-  pid_t pid = Spawn(argv, DomainEnv(domid), "", "", root_ + "/agent" + std::to_string(domid) + ".log");
+  auto env = DomainEnv(domid);
+  for (auto& [k, v] : agent_env) env[k] = v;
+  pid_t pid = Spawn(argv, env, "", "", root_ + "/agent" + std::to_string(domid) + ".log");
   pids_.push_back(pid);
   return pid;
 }

@@ -45,8 +45,11 @@ class QrexecEnv {
   // Starts a program in the background with stdin/stdout/stderr files.
   pid_t Spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
               const std::string& in, const std::string& out, const std::string& err);
-  // Environment every qrexec process of domid gets.
+  // Environment every qrexec process of domid gets (QREXEC_NO_ROOT=1: commands run as the
+  // agent's own user even when the tests run as root).
   std::map<std::string, std::string> DomainEnv(int domid) const;
+  // Added to (and overriding) DomainEnv() for agents started after it is set.
+  std::map<std::string, std::string> agent_env;
 
   // Starts a long-running program (stdin /dev/null, output to root/<log>), killed at teardown.
   pid_t StartBackground(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
