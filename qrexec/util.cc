@@ -10,7 +10,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -126,10 +128,25 @@ void ChildReaper::Run() {
 
 int ChildReaper::Wait(pid_t pid) {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return exited_.count(pid) > 0; });
-  int status = exited_[pid];
-  exited_.erase(pid);
-  return status;
+  auto backoff = std::chrono::milliseconds(1);
+  for (;;) {
+    auto it = exited_.find(pid);
+    if (it != exited_.end()) {
+      int status = it->second;
+      exited_.erase(it);
+      return status;
+    }
+    // A child that is already a zombie (callers wait after its pipes closed) is reaped here,
+    // under the lock, instead of waiting for the reaper thread to be scheduled; the lock
+    // keeps the pid from being reused before it leaves watched_.
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      watched_.erase(pid);
+      return status;
+    }
+    cv_.wait_for(lock, backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(64));
+  }
 }
 
 int ExitCodeFromStatus(int status) {
