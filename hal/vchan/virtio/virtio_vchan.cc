@@ -143,12 +143,14 @@ Status VirtioVchan::TransferBlocking(size_t len, const TransferStep& step) {
 
 Status VirtioVchan::Recv(void* buf, size_t len) {
   char* p = static_cast<char*>(buf);
-  return TransferBlocking(len, [this, p](size_t done, size_t left) { return Read(p + done, left); });
+  return TransferBlocking(len,
+                          [this, p](size_t done, size_t left) { return Read(p + done, left); });
 }
 
 Status VirtioVchan::Send(const void* buf, size_t len) {
   const char* p = static_cast<const char*>(buf);
-  return TransferBlocking(len, [this, p](size_t done, size_t left) { return Write(p + done, left); });
+  return TransferBlocking(len,
+                          [this, p](size_t done, size_t left) { return Write(p + done, left); });
 }
 
 size_t VirtioVchan::DataReady() {
