@@ -36,6 +36,13 @@ struct MemberUsage {
   uint32_t processes = 0;
 };
 
+// Where the host reaches a member's vchan servers over the socket vchan (the GUI agent's
+// port 6000 lives there); domid < 0 when the backend has no vchan.
+struct VchanAddress {
+  int domid = -1;
+  std::string socket_dir;
+};
+
 class Member {
  public:
   virtual ~Member() = default;
@@ -51,6 +58,7 @@ class Member {
   // Frees every resource of the member. Idempotent; safe after Kill().
   virtual Status Destroy() = 0;
   virtual MemberUsage Usage() = 0;
+  virtual VchanAddress vchan_address() const { return {}; }
 };
 using MemberPtr = std::unique_ptr<Member>;
 

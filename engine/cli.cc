@@ -160,6 +160,10 @@ CallOutcome CallInDisposable(AdminClient& client, const CallArgs& args) {
   }
   if (!args.template_name.empty()) req["template"] = args.template_name;
   if (args.timeout_s >= 0) req["timeout_s"] = args.timeout_s;
+  if (const char* display = std::getenv("DISPLAY"); args.gui && display && *display) {
+    const char* xauth = std::getenv("XAUTHORITY");
+    req["gui"] = {{"display", display}, {"xauthority", xauth ? xauth : ""}};
+  }
   auto t0 = Clock::now();
   auto s = client.Send(req, {args.stdin_fd, args.stdout_fd, args.stderr_fd});
   if (!s.ok()) {
@@ -230,6 +234,7 @@ int CmdOpen(const CliContext& ctx, const std::string& target, const std::string&
   if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode))
     return Fail(target + " is not a regular file");
   args.service = "qubes.OpenInVM";
+  args.gui = true;  // on a desktop the viewer's window appears, framed, on $DISPLAY
   std::string header = (view_only ? "view-only-" : "") +
                        SanitizeBasename(std::filesystem::path(target).filename().string());
   header.resize(256, '\0');

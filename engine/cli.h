@@ -32,6 +32,7 @@ struct CallArgs {
   std::string template_name;  // empty: the daemon's default
   int timeout_s = -1;
   int stdin_fd = 0, stdout_fd = 1, stderr_fd = 2;
+  bool gui = false;  // show its windows on $DISPLAY (sent with $XAUTHORITY) when DISPLAY is set
 };
 CallOutcome CallInDisposable(AdminClient& client, const CallArgs& args);
 

@@ -29,6 +29,7 @@
 #include "base/io.h"
 #include "engine/admin_protocol.h"
 #include "engine/backend_factory.h"
+#include "engine/gui_attach.h"
 #include "engine/policy_gate.h"
 #include "engine/pool.h"
 #include "engine/process_backend.h"
@@ -74,6 +75,7 @@ struct CallCtx {
   bool killed = false;
   std::string kill_reason;   // "killed" | "timeout" | "client gone" | "shutdown"
   std::shared_ptr<asio::steady_timer> timer;
+  std::optional<GuiRequest> gui;  // show its windows on the caller's display
 
   void Kill(const std::string& reason) {
     std::lock_guard lock(mu);
@@ -633,6 +635,8 @@ json DaemonImpl::StartCall(const std::shared_ptr<Connection>& conn, const json& 
       return ErrorReply("\"timeout_s\" must be an integer number of seconds (max 604800)");
     timeout_s = req["timeout_s"].get<uint32_t>();
   }
+  auto gui = ParseGuiRequest(req, conn->cred().uid, conn->cred().gid);
+  if (!gui.ok()) return ErrorReply(gui.error().message);
   // Policy first: source @adminvm (the host user), target the disposable, the service.
   PolicyQuery q{"@adminvm", target, service, arg};
   auto decision = policy_->Decide(q);
@@ -652,6 +656,7 @@ json DaemonImpl::StartCall(const std::shared_ptr<Connection>& conn, const json& 
   ctx->what = what;
   ctx->uid = conn->cred().uid;
   ctx->started_ms = StateStore::NowMs();
+  ctx->gui = std::move(*gui);
   conn->calls().push_back(ctx);
   {
     std::lock_guard lock(calls_mu_);
@@ -712,7 +717,9 @@ void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallS
       });
     });
   }
+  auto gui = AttachGui(ctx->gui, *member, &spec, [ctx] { ctx->Kill("windows closed"); });
   auto code = member->Call(std::move(spec));
+  gui.reset();
   double call_ms = MsSince(t0);
   {
     std::lock_guard lock(ctx->mu);

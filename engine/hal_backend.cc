@@ -12,6 +12,7 @@
 #include <mutex>
 #include <spdlog/spdlog.h>
 
+#include "engine/gui_attach.h"
 #include "hal/hypervisor.h"
 #include "qrexec/host/agent_connection.h"
 
@@ -23,13 +24,15 @@ class HalMember : public Member {
   HalMember(std::string name, std::string tmpl, hal::DomainPtr domain,
             qrexec::AgentConnectionPtr conn, std::atomic<int>* live)
       : name_(std::move(name)), template_(std::move(tmpl)), domain_(std::move(domain)),
-        conn_(std::move(conn)), live_(live), domid_(domain_->vchan().domid) {
+        conn_(std::move(conn)), live_(live), domid_(domain_->vchan().domid),
+        vchan_{domain_->vchan().domid, domain_->vchan().socket_dir} {
     ++*live_;
   }
   ~HalMember() override { (void)Destroy(); }
   const std::string& name() const override { return name_; }
   const std::string& template_name() const override { return template_; }
   int64_t handle() const override { return domid_; }
+  VchanAddress vchan_address() const override { return vchan_; }
 
   Result<int> Call(CallSpec spec) override {
     qrexec::CallRequest req;
@@ -93,6 +96,7 @@ class HalMember : public Member {
   qrexec::AgentConnectionPtr conn_;
   std::atomic<int>* live_;
   int64_t domid_;
+  VchanAddress vchan_;
   std::atomic<bool> killed_{false};
   bool destroyed_ = false;
 };
@@ -159,6 +163,7 @@ class HalBackend : public Backend {
     spec.root_dir = tmpl.root_dir;
     spec.agent_path = agent_;
     spec.services_dir = services_;
+    spec.gui_agent_path = GuiAgentPath();  // GUI disposables run their program under it
     auto s = hv_->PrepareSnapshot(spec);
     if (!s.ok()) return s.error().Wrap("preparing template " + tmpl.name);
     snaps_[tmpl.name] = *s;

@@ -25,6 +25,9 @@ struct TemplateSpec {
   // /odyssey/qubes-rpc, searched by the agent before /usr/local/etc/qubes-rpc and
   // /etc/qubes-rpc); empty: none.
   std::string services_dir;
+  // Native: the gui-agent binary bound read-only at /odyssey/gui-agent (GUI disposables run
+  // their program under it); empty: none.
+  std::string gui_agent_path;
 };
 
 // A prepared, ready-to-clone state of a template (native: a paused zygote; VM: memory +

@@ -1,12 +1,15 @@
 #include "gui/agent/agent.h"
 
 #include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <xcb/composite.h>
 #include <xcb/damage.h>
 #include <xcb/xcb.h>
 #include <xcb/xtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -59,6 +62,7 @@ class Agent {
   explicit Agent(const AgentOptions& opts) : opts_(opts) {}
   ~Agent() {
     if (conn_) xcb_disconnect(conn_);
+    if (command_fd_ >= 0) ::close(command_fd_);
   }
   Status Run();
 
@@ -66,6 +70,9 @@ class Agent {
   Status ConnectX();
   Status Handshake();
   Status Loop();
+  // --until-closed: true once the command exited and no window is left (see AgentOptions).
+  bool CommandDone();
+  int PollTimeoutMs() const;
   Status SendMsg(const std::vector<uint8_t>& bytes) { return vchan_->Send(bytes.data(), bytes.size()); }
 
   // Guest X side.
@@ -100,6 +107,10 @@ class Agent {
              clipboard_ = 0, targets_ = 0, odyssey_sel_ = 0;
   std::string clipboard_data_;  // what the host pasted; served to guest apps
   bool clipboard_req_pending_ = false;
+  int command_fd_ = -1;  // pidfd of opts_.command_pid; readable once it exited
+  bool command_exited_ = false;
+  bool ever_mapped_ = false;
+  std::chrono::steady_clock::time_point command_exit_time_;
 };
 
 xcb_atom_t Agent::Atom(const char* name) {
@@ -245,6 +256,7 @@ void Agent::Scan() {
       if (attr->map_state == XCB_MAP_STATE_VIEWABLE && windows_.count(c)) {
         auto& w = windows_[c];
         w.mapped = true;
+        ever_mapped_ = true;
         w.dirty.Add(0, 0, static_cast<int32_t>(w.width), static_cast<int32_t>(w.height));
         (void)SendMsg(Encode(MSG_MAP, c, MsgMapInfo{0, w.override_redirect ? 1u : 0u}));
       }
@@ -325,6 +337,7 @@ Status Agent::OnXEvent(xcb_generic_event_t* ev) {
       if (it == windows_.end()) break;
       GuestWindow& w = it->second;
       w.mapped = true;
+      ever_mapped_ = true;
       w.override_redirect = m->override_redirect;
       w.dirty.Add(0, 0, static_cast<int32_t>(w.width), static_cast<int32_t>(w.height));
       return SendMsg(Encode(MSG_MAP, m->window, MsgMapInfo{0, w.override_redirect ? 1u : 0u}));
@@ -549,8 +562,15 @@ Status Agent::Loop() {
       ODYSSEY_TRY(st);
       continue;
     }
-    pollfd fds[2] = {{vchan_->PollFd(), POLLIN, 0}, {xcb_get_file_descriptor(conn_), POLLIN, 0}};
-    if (poll(fds, 2, -1) < 0 && errno != EINTR) return Error::Errno("poll", "gui-agent");
+    if (CommandDone()) return OkStatus();
+    pollfd fds[3] = {{vchan_->PollFd(), POLLIN, 0},
+                     {xcb_get_file_descriptor(conn_), POLLIN, 0},
+                     {command_exited_ ? -1 : command_fd_, POLLIN, 0}};
+    if (poll(fds, 3, PollTimeoutMs()) < 0 && errno != EINTR) return Error::Errno("poll", "gui-agent");
+    if (fds[2].revents) {
+      command_exited_ = true;
+      command_exit_time_ = std::chrono::steady_clock::now();
+    }
     if (fds[0].revents) {
       while (true) {
         auto n = vchan_->Read(buf.data(), buf.size());
@@ -568,7 +588,26 @@ Status Agent::Loop() {
   }
 }
 
+bool Agent::CommandDone() {
+  if (!command_exited_) return false;
+  for (const auto& [id, w] : windows_)
+    if (w.mapped) return false;
+  return ever_mapped_ || std::chrono::steady_clock::now() - command_exit_time_ >= opts_.linger;
+}
+
+int Agent::PollTimeoutMs() const {
+  // Only the linger after the command's exit needs a clock; everything else is an event.
+  if (!command_exited_ || ever_mapped_) return -1;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      opts_.linger - (std::chrono::steady_clock::now() - command_exit_time_));
+  return static_cast<int>(std::max<int64_t>(left.count(), 0)) + 1;
+}
+
 Status Agent::Run() {
+  if (opts_.command_pid > 0) {
+    command_fd_ = static_cast<int>(::syscall(SYS_pidfd_open, opts_.command_pid, 0));
+    if (command_fd_ < 0) return Error::Errno("pidfd_open", "gui-agent's command");
+  }
   ODYSSEY_TRY(ConnectX());
   ODYSSEY_TRY(Handshake());
   Scan();

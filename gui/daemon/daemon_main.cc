@@ -1,8 +1,17 @@
 // gui-daemon: the host side of one domain's GUI. Shows the domain's windows on the host
 // display inside frames in its label colour; exits 0 when the agent goes away, 1 when the
 // agent broke the protocol or the display failed. Never trusts the domain.
+//
+// odysseyd starts one per GUI disposable as root with --run-as UID:GID (the requesting
+// user) and --exit-when-closed: the channel into the domain is connected as root, then the
+// process becomes the user before it opens the user's display with the user's DISPLAY and
+// XAUTHORITY, so it can reach nothing of the user's the user could not.
 #include <CLI/CLI.hpp>
+#include <grp.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -28,6 +37,16 @@ bool ParseColor(const std::string& s, uint32_t* out) {
   return true;
 }
 
+// Becomes uid:gid for good (no supplementary groups, no way back to root).
+odyssey::Status DropTo(uid_t uid, gid_t gid) {
+  if (setgroups(0, nullptr) != 0) return odyssey::Error::Errno("setgroups", "gui-daemon");
+  if (setresgid(gid, gid, gid) != 0) return odyssey::Error::Errno("setresgid", std::to_string(gid));
+  if (setresuid(uid, uid, uid) != 0) return odyssey::Error::Errno("setresuid", std::to_string(uid));
+  if (uid != 0 && setuid(0) == 0) return odyssey::Error{"gui-daemon: could regain root", EPERM};
+  (void)prctl(PR_SET_DUMPABLE, 1);
+  return odyssey::OkStatus();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -50,7 +69,21 @@ int main(int argc, char** argv) {
                  "largest clipboard transfer in bytes (256..256000, default 64000)");
   app.add_flag("--utf8-titles", opts.utf8_titles, "keep well-formed UTF-8 in window titles");
   app.add_option("--connect-timeout-ms", timeout_ms, "how long to wait for the agent (ms)");
+  std::string run_as;
+  app.add_option("--run-as", run_as,
+                 "UID:GID to become once the channel is connected, before the display is opened");
+  app.add_flag("--exit-when-closed", opts.end_when_last_window_closed,
+               "exit (0) when the domain's last window closed");
   CLI11_PARSE(app, argc, argv);
+  if (!run_as.empty()) {
+    unsigned uid = 0, gid = 0;
+    char extra = 0;
+    if (std::sscanf(run_as.c_str(), "%u:%u%c", &uid, &gid, &extra) != 2) {
+      std::fprintf(stderr, "gui-daemon: bad --run-as %s (want UID:GID)\n", run_as.c_str());
+      return 2;
+    }
+    opts.after_vchan_connected = [uid, gid] { return DropTo(uid, gid); };
+  }
   if (!ParseColor(color, &opts.label_color)) {
     std::fprintf(stderr, "gui-daemon: bad --label %s\n", color.c_str());
     return 2;

@@ -60,7 +60,9 @@ class SessionLoop {
     std::string title;  // "[domain] sanitized guest title"
   };
 
-  Status Connect();
+  Status ConnectVchan();
+  Status Connect();  // after ConnectVchan() and ConnectX(): the validating stream
+  void LastWindowClosed();
   Status ConnectX();
   Status Loop(int stop_fd);
   void Teardown();
@@ -117,6 +119,7 @@ class SessionLoop {
   bool clipboard_pending_ = false;
   bool ever_mapped_ = false;
   bool agent_gone_ = false;
+  bool all_closed_ = false;  // the last window closed and end_when_last_window_closed is set
   Status send_error_;  // set when the agent stops reading; ends the session
 
   std::atomic<uint64_t> messages_{0}, pixel_updates_{0}, windows_created_{0}, mapped_now_{0},
@@ -152,7 +155,7 @@ void SessionLoop::Notice(const std::string& text) {
   }
 }
 
-Status SessionLoop::Connect() {
+Status SessionLoop::ConnectVchan() {
   vchan::Options vo;
   vo.socket_dir = opts_.vchan_socket_dir;
   vo.own_domain = opts_.own_domain;
@@ -161,6 +164,10 @@ Status SessionLoop::Connect() {
   if (!v.ok()) return v.error().Wrap("gui: connecting to the agent of " + opts_.domain_name);
   vchan_ = std::move(v.value());
   vchan_->SetNonBlocking(true);
+  return OkStatus();
+}
+
+Status SessionLoop::Connect() {
   Limits limits;
   limits.screen_width = screen_->width_in_pixels;
   limits.screen_height = screen_->height_in_pixels;
@@ -226,6 +233,10 @@ Status SessionLoop::ConnectX() {
 }
 
 Status SessionLoop::Run(int stop_fd) {
+  // The channel first: a caller may drop privileges in after_vchan_connected, so that the
+  // host display is opened only with the user's own rights.
+  ODYSSEY_TRY(ConnectVchan());
+  if (opts_.after_vchan_connected) ODYSSEY_TRY(opts_.after_vchan_connected());
   ODYSSEY_TRY(ConnectX());
   ODYSSEY_TRY(Connect());
   Status st = Loop(stop_fd);
@@ -252,7 +263,7 @@ Status SessionLoop::Loop(int stop_fd) {
     ODYSSEY_TRY(HandleXEvents());
     ODYSSEY_TRY(FlushOut());
     if (!send_error_.ok()) return send_error_;
-    if (agent_gone_) return OkStatus();
+    if (agent_gone_ || all_closed_) return OkStatus();
   }
 }
 
@@ -441,7 +452,12 @@ void SessionLoop::SetMapped(HostWindow& w, bool mapped) {
     ever_mapped_ = true;
     return;
   }
-  if (--mapped_now_ == 0 && opts_.on_last_window_closed) opts_.on_last_window_closed();
+  if (--mapped_now_ == 0) LastWindowClosed();
+}
+
+void SessionLoop::LastWindowClosed() {
+  if (opts_.end_when_last_window_closed) all_closed_ = true;
+  if (opts_.on_last_window_closed) opts_.on_last_window_closed();
 }
 
 void SessionLoop::OnDestroy(uint32_t id) {
@@ -458,9 +474,7 @@ void SessionLoop::OnDestroy(uint32_t id) {
   windows_.erase(it);
   // Echo as an acknowledgement: the agent may now reuse the id.
   (void)Send(EncodeMessage(MSG_DESTROY, id));
-  if (was_mapped && --mapped_now_ == 0 && opts_.on_last_window_closed) {
-    opts_.on_last_window_closed();
-  }
+  if (was_mapped && --mapped_now_ == 0) LastWindowClosed();
 }
 
 void SessionLoop::OnMap(const EvMap& ev) {

@@ -45,6 +45,12 @@ struct SessionOptions {
   // more to zero (the user closed the last window, or the agent went away). The engine
   // destroys a disposable from here. May fire again if windows reappear.
   std::function<void()> on_last_window_closed;
+  // End the session (OK) when the last mapped window closed, as gui-daemon --exit-when-closed
+  // does for a disposable: its windows are gone, so is the reason to show it.
+  bool end_when_last_window_closed = false;
+  // Called on the session thread once the vchan is connected and before the host display is
+  // opened (gui-daemon drops root there); an error ends the session.
+  std::function<Status()> after_vchan_connected;
   // Called on the session thread with each notice for the user (clipboard copies and
   // pastes, refused clipboard data). Default: printed to stderr.
   std::function<void(const std::string&)> on_notice;

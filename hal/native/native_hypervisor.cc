@@ -472,6 +472,13 @@ class NativeHypervisor final : public Hypervisor {
       }
       child.argv.push_back("--services=" + std::string(services));
     }
+    if (!tmpl.gui_agent_path.empty()) {
+      char gui_agent[PATH_MAX];
+      if (!::realpath(tmpl.gui_agent_path.c_str(), gui_agent)) {
+        return cleanup_error(Error::Errno("gui agent", tmpl.gui_agent_path), &*cg);
+      }
+      child.argv.push_back("--gui-agent=" + std::string(gui_agent));
+    }
     child.env = {"PATH=/usr/bin:/bin"};
     child.control_fd = theirs.get();
     child.ids = ctx_->options.ids;

@@ -110,6 +110,10 @@ MaybeFailure PopulateMountPoints(const std::string& root, const TemplateLayout& 
     ZYGOTE_TRY(MakeDir(root + kServicesDirInside, 0755));
     ZYGOTE_TRY(BindReadOnly(layout.services_dir, root + kServicesDirInside, MS_NOSUID | MS_NODEV));
   }
+  if (!layout.gui_agent_path.empty()) {
+    ZYGOTE_TRY(MakeFile(root + kGuiAgentPathInside));
+    ZYGOTE_TRY(BindReadOnly(layout.gui_agent_path, root + kGuiAgentPathInside, MS_NOSUID | MS_NODEV));
+  }
   return BindReadOnly(layout.agent_path, root + kAgentPathInside, MS_NOSUID | MS_NODEV);
 }
 

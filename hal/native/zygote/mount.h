@@ -17,6 +17,7 @@ struct TemplateLayout {
   std::string agent_path;    // host path of the agent, bound at kAgentPathInside
   std::string staging;       // zygote-private directory where roots are assembled
   std::string services_dir;  // host directory of qrexec services, bound at kServicesDirInside
+  std::string gui_agent_path;  // host path of gui-agent, bound at kGuiAgentPathInside (optional)
   uint32_t inner_uid = 1000;  // owner of /home/user inside
   uint32_t inner_gid = 1000;
 };
@@ -25,6 +26,8 @@ struct TemplateLayout {
 inline constexpr const char* kAgentPathInside = "/odyssey/qrexec-agent";
 // Where TemplateLayout::services_dir appears inside (when set).
 inline constexpr const char* kServicesDirInside = "/odyssey/qubes-rpc";
+// Where TemplateLayout::gui_agent_path appears inside (when set).
+inline constexpr const char* kGuiAgentPathInside = "/odyssey/gui-agent";
 // Where the per-domain vchan socket directory appears inside.
 inline constexpr const char* kVchanDirInside = "/run/vchan";
 

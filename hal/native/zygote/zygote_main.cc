@@ -47,7 +47,8 @@ bool ParseArgs(int argc, char** argv, Config* config) {
     std::string number;
     if (value("--template-dir", &config->layout.template_dir) ||
         value("--agent", &config->layout.agent_path) || value("--staging", &config->layout.staging) ||
-        value("--services", &config->layout.services_dir)) {
+        value("--services", &config->layout.services_dir) ||
+        value("--gui-agent", &config->layout.gui_agent_path)) {
       continue;
     }
     if (value("--uid", &number)) {
