@@ -3,8 +3,9 @@
 # the virtio modules, mounts /proc /sys /dev, names the virtio-serial ports the way udev
 # would (/dev/virtio-ports/<name>) and runs the statically linked agent given with --agent.
 #
-# Usage: guest/build-image.sh --agent PATH [--name NAME] [--cache-dir DIR] [--rebuild]
+# Usage: guest/build-image.sh --agent PATH [--services DIR] [--name NAME] [--cache-dir DIR] [--rebuild]
 #   --agent PATH     static binary run as the guest's agent (respawned if it exits)
+#   --services DIR   qrexec services (executables) copied to /usr/local/etc/qubes-rpc; repeatable
 #   --name NAME      image name (default: odyssey-vm)
 #   --cache-dir DIR  where images and downloaded .debs live
 #                    (default: $ODYSSEY_IMAGE_CACHE or /var/cache/odyssey/images)
@@ -12,12 +13,13 @@
 #
 # Progress goes to stderr, one line per step. The last line on stdout is the image
 # directory, holding vmlinuz, initrd.img, manifest.txt and SHA256SUMS. An image is reused
-# only when its inputs (kernel package version, agent checksum, this script) are the same
+# only when its inputs (kernel package version, agent and services checksums, this script) are the same
 # and its SHA256SUMS still verify; anything else is rebuilt.
 set -euo pipefail
 
 name=odyssey-vm
 agent=
+services=()
 cache=${ODYSSEY_IMAGE_CACHE:-/var/cache/odyssey/images}
 rebuild=0
 kernel_pkg=linux-image-cloud-amd64
@@ -40,15 +42,17 @@ step() { echo "build-image: [$1] $2" >&2; }
 while (($#)); do
   case "$1" in
     --agent) agent=${2:?--agent needs a path}; shift 2 ;;
+    --services) services+=("${2:?--services needs a directory}"); shift 2 ;;
     --name) name=${2:?--name needs a value}; shift 2 ;;
     --cache-dir) cache=${2:?--cache-dir needs a directory}; shift 2 ;;
     --rebuild) rebuild=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
 [[ -n "$agent" ]] || die "--agent PATH is required"
 [[ -f "$agent" && -x "$agent" ]] || die "agent $agent is not an executable file"
+for d in ${services[@]+"${services[@]}"}; do [[ -d "$d" ]] || die "services directory $d does not exist"; done
 [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] || die "image name '$name' may only use [A-Za-z0-9._-]"
 if command -v file >/dev/null && ! file -L "$agent" | grep -q 'statically linked\|static-pie'; then
   die "agent $agent is not statically linked (the initramfs has no C library)"
@@ -88,8 +92,17 @@ fi
 
 # The image is keyed by everything that goes into it.
 agent_sha=$(sha256sum "$agent" | cut -d' ' -f1)
-key=$( { sha256sum "$deb" | cut -d' ' -f1; echo "$agent_sha"; sha256sum "$busybox" "$0" | cut -d' ' -f1; } |
-  sha256sum | cut -c1-16)
+# Service files by name and content, in a stable order.
+service_files() {
+  local d f
+  for d in ${services[@]+"${services[@]}"}; do
+    for f in "$d"/*; do [[ -f "$f" && -x "$f" ]] && echo "$f"; done
+  done
+}
+services_sha=$(service_files | while read -r f; do echo "$(basename "$f") $(sha256sum <"$f" | cut -d' ' -f1)"; done |
+  sha256sum | cut -d' ' -f1)
+key=$( { sha256sum "$deb" | cut -d' ' -f1; echo "$agent_sha"; echo "$services_sha";
+         sha256sum "$busybox" "$0" | cut -d' ' -f1; } | sha256sum | cut -c1-16)
 out="$cache/$name-$key"
 
 # Step 2: reuse a verified image.
@@ -131,6 +144,7 @@ step 4/5 "assembling initramfs (busybox, agent, /init)"
 cp "$busybox" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 install -m 0755 "$agent" "$root/sbin/odyssey-agent"
+service_files | while read -r f; do install -m 0755 "$f" "$root/usr/local/etc/qubes-rpc/$(basename "$f")"; done
 echo "odyssey" >"$root/etc/hostname"
 cat >"$root/init" <<'EOF'
 #!/bin/sh
@@ -146,23 +160,26 @@ mount -t tmpfs tmp /tmp
 hostname -F /etc/hostname
 for m in $(cat /etc/modules.order); do insmod /lib/modules/$m.ko || echo "odyssey-init: insmod $m failed" >/dev/console; done
 # Ports show up once the host side has announced them; udev would make these links.
+# The agent opens the control port 512 and the data ports 513-516 by name: wait for all.
 want=org.odyssey.vchan.512
+all_ports() { for n in 512 513 514 515 516; do [ -e "/dev/virtio-ports/org.odyssey.vchan.$n" ] || return 1; done; }
 for i in $(seq 1 500); do
   for p in /sys/class/virtio-ports/*; do
     [ -f "$p/name" ] || continue
     n=$(cat "$p/name"); d=$(basename "$p")
     [ -n "$n" ] && [ -e "/dev/$d" ] && ln -sf "/dev/$d" "/dev/virtio-ports/$n"
   done
-  [ -e "/dev/virtio-ports/$want" ] && break
+  all_ports && break
   sleep 0.01
 done
 if [ ! -e "/dev/virtio-ports/$want" ]; then
   echo "odyssey-init: no virtio port $want; modules: $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')" >/dev/console
   echo "odyssey-init: virtio devices: $(ls /sys/bus/virtio/devices /sys/class/virtio-ports 2>&1 | tr '\n' ' ')" >/dev/console
 fi
-export VCHAN_BACKEND=virtio-serial VCHAN_VIRTIO_DIR=/dev/virtio-ports VCHAN_DOMAIN=1
+export VCHAN_BACKEND=virtio-serial VCHAN_VIRTIO_DIR=/dev/virtio-ports VCHAN_DOMAIN=1 HOME=/tmp
 echo "odyssey-init: starting agent" >/dev/console
 while true; do
+  # qrexec-agent; services come from /usr/local/etc/qubes-rpc.
   /sbin/odyssey-agent </dev/null >/dev/console 2>&1
   echo "odyssey-init: agent exited ($?), restarting" >/dev/console
   sleep 1
@@ -186,6 +203,8 @@ mv "$work/initrd.img" "$stage/initrd.img"
   echo "modules=$(tr '\n' ' ' <"$root/etc/modules.order")"
   echo "agent=$(readlink -f "$agent")"
   echo "agent_sha256=$agent_sha"
+  echo "services=$(service_files | xargs -r -n1 basename | tr '\n' ' ')"
+  echo "services_sha256=$services_sha"
   echo "cmdline=console=ttyS0 panic=-1 quiet"
 } >"$stage/manifest.txt"
 (cd "$stage" && sha256sum vmlinuz initrd.img manifest.txt >SHA256SUMS)

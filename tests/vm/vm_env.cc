@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "base/io.h"
 #include "snapshot/catalog.h"
@@ -21,8 +22,8 @@
 #ifndef ODYSSEY_SOURCE_DIR
 #error "ODYSSEY_SOURCE_DIR must name the source tree"
 #endif
-#ifndef ODYSSEY_VM_TEST_AGENT
-#error "ODYSSEY_VM_TEST_AGENT must name the static test agent"
+#ifndef ODYSSEY_GUEST_AGENT
+#error "ODYSSEY_GUEST_AGENT must name the static guest agent"
 #endif
 
 namespace odyssey::testing_vm {
@@ -121,7 +122,7 @@ VmEnv::VmEnv() {
   tmpl_.kernel = image_dir_ + "/vmlinuz";
   tmpl_.initrd = image_dir_ + "/initrd.img";
   tmpl_.memory_bytes = 256ull << 20;
-  tmpl_.agent_path = ODYSSEY_VM_TEST_AGENT;
+  tmpl_.agent_path = ODYSSEY_GUEST_AGENT;
   // Save images are only good for the QEMU and libvirt that wrote them: key the shared
   // snapshot cache by the image and by both binaries.
   std::string binaries;
@@ -158,8 +159,8 @@ VmEnv::VmEnv() {
 }
 
 Status VmEnv::BuildImage() {
-  const std::string cmd = "bash '" ODYSSEY_SOURCE_DIR "/guest/build-image.sh' --agent '" ODYSSEY_VM_TEST_AGENT
-                          "' --name odyssey-test --cache-dir '" + ImageCache() + "'";
+  const std::string cmd = "bash '" ODYSSEY_SOURCE_DIR "/guest/build-image.sh' --agent '" ODYSSEY_GUEST_AGENT
+                          "' --services '" ODYSSEY_SOURCE_DIR "/handlers/services' --name odyssey-test --cache-dir '" + ImageCache() + "'";
   auto out = RunCapture(cmd, state_dir_ + "/build-image.log");
   if (!out.ok()) return out.error();
   std::string dir = *out;
@@ -230,29 +231,44 @@ void VmEnv::Cleanup() {
   }
 }
 
-Result<std::string> CallAgent(int fd, const std::string& input) {
-  uint32_t hdr[2] = {0x190, static_cast<uint32_t>(input.size())};
-  ODYSSEY_TRY(WriteAll(fd, hdr, sizeof hdr));
-  ODYSSEY_TRY(WriteAll(fd, input.data(), input.size()));
-  std::string out;
-  for (;;) {
-    uint32_t untrusted_h[2];
-    ODYSSEY_TRY(ReadExact(fd, untrusted_h, sizeof untrusted_h));
-    if (untrusted_h[1] > 65536) return Error{"agent reply too large", EPROTO};
-    std::string body(untrusted_h[1], '\0');
-    if (!body.empty()) ODYSSEY_TRY(ReadExact(fd, body.data(), body.size()));
-    if (untrusted_h[0] == 0x191) {
-      out += body;
-    } else if (untrusted_h[0] == 0x193) {
-      int32_t code = -1;
-      if (body.size() != 4) return Error{"bad exit code message", EPROTO};
-      std::memcpy(&code, body.data(), 4);
-      if (code != 0) return Error{"agent exit code " + std::to_string(code), EIO};
-      return out;
-    } else {
-      return Error{"unexpected message type " + std::to_string(untrusted_h[0]), EPROTO};
+Result<qrexec::AgentConnectionPtr> ConnectAgent(const hal::Domain& dom) {
+  qrexec::AgentConnectionOptions o;
+  hal::VchanEndpoint ep = dom.vchan();
+  o.domid = ep.domid;
+  o.socket_dir = ep.socket_dir;
+  o.domain_name = dom.name();
+  o.connect_data_ports = true;  // QEMU listens on the virtio-serial ports' sockets
+  return qrexec::AgentConnection::Connect(o);
+}
+
+Result<std::string> CallAgent(qrexec::AgentConnection& conn, const std::string& command) {
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return Error::Errno("pipe2", "agent call");
+  UniqueFd out_r(out[0]), out_w(out[1]);
+  if (::pipe2(err, O_CLOEXEC) != 0) return Error::Errno("pipe2", "agent call");
+  UniqueFd err_r(err[0]), err_w(err[1]);
+  std::string stdout_text, stderr_text;
+  auto drain = [](int fd, std::string* text) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+      if (n > 0 && text->size() < (1u << 20)) text->append(buf, static_cast<size_t>(n));
     }
-  }
+  };
+  std::thread t_out(drain, out_r.get(), &stdout_text), t_err(drain, err_r.get(), &stderr_text);
+  qrexec::CallRequest req;
+  req.cmdline = "DEFAULT:" + command;
+  req.stdout_fd = out_w.get();
+  req.stderr_fd = err_w.get();
+  auto code = conn.Call(req);
+  out_w.reset();
+  err_w.reset();
+  t_out.join();
+  t_err.join();
+  if (!code.ok()) return code.error();
+  if (*code != 0)
+    return Error{"'" + command + "' exited with " + std::to_string(*code) + ": " + stderr_text, EIO};
+  return stdout_text;
 }
 
 bool QemuRunning(const std::string& name) {

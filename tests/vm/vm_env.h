@@ -1,5 +1,5 @@
 // Shared environment of the VM tests and benchmarks: one guest image (built by
-// guest/build-image.sh with the test agent, cached in $ODYSSEY_IMAGE_CACHE or
+// guest/build-image.sh with the static qrexec-agent, odyssey-guest-agent, cached in $ODYSSEY_IMAGE_CACHE or
 // /var/cache/odyssey/images) and one template snapshot shared by every test process through
 // a cache next to the images (snapshots/<image>/), verified before use. Each process gets its
 // own mkdtemp state dir and embedded libvirt root; its catalog links to the shared snapshot
@@ -12,6 +12,7 @@
 #include "base/result.h"
 #include "base/unique_fd.h"
 #include "hal/libvirt/libvirt_hypervisor.h"
+#include "qrexec/host/agent_connection.h"
 
 namespace odyssey::testing_vm {
 
@@ -52,9 +53,13 @@ class VmEnv {
   int counter_ = 0;
 };
 
-// Sends one MSG_DATA_STDIN to the test agent on fd and returns its MSG_DATA_STDOUT payload
-// (after checking MSG_DATA_EXIT_CODE 0). Fails on EOF, bad framing or oversize replies.
-Result<std::string> CallAgent(int fd, const std::string& input);
+// Connects to the guest's qrexec-agent (HELLO exchanged) over the domain's virtio-serial
+// sockets, the way the engine does. Blocks until the agent says HELLO.
+Result<qrexec::AgentConnectionPtr> ConnectAgent(const hal::Domain& dom);
+
+// Runs `command` (sh -c in the guest, as DEFAULT:) through the agent and returns its
+// stdout (capped at 1 MiB); a non-zero exit code is an error carrying stderr.
+Result<std::string> CallAgent(qrexec::AgentConnection& conn, const std::string& command);
 
 // Whether any process's command line names the QEMU guest `name` (guest=<name>,).
 bool QemuRunning(const std::string& name);

@@ -110,9 +110,9 @@ TEST_F(VmTest, ColdBootToHelloAnswersAndDestroysCleanly) {
   EXPECT_EQ(dom->vchan().socket_dir + "/vchan." + std::to_string(dom->vchan().domid) + ".0.512.sock", socket);
   ASSERT_TRUE(dom->Resume().ok());
   EXPECT_EQ(dom->state(), DomainState::kRunning);
-  auto fd = WaitForAgentHello(socket, hello_timeout());
-  ASSERT_TRUE(fd.ok()) << fd.error().message;
-  auto release = CallAgent(fd->get(), "uname -r");
+  auto conn = ConnectAgent(*dom);
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  auto release = CallAgent(**conn, "uname -r");
   ASSERT_TRUE(release.ok()) << release.error().message;
   EXPECT_NE(release->find("cloud-amd64"), std::string::npos) << *release;
   auto stats = dom->Stats();
@@ -137,19 +137,21 @@ TEST_F(VmTest, SnapshotIsSealedAndRestoredCloneAnswers) {
   ASSERT_NE(dom, nullptr);
   EXPECT_EQ(dom->state(), DomainState::kPaused);
   ASSERT_TRUE(dom->Resume().ok());
-  auto fd = WaitForAgentHello(dom->control_socket(), hello_timeout());
-  ASSERT_TRUE(fd.ok()) << fd.error().message;
-  auto echo = CallAgent(fd->get(), "hello from the host");
+  auto conn = ConnectAgent(*dom);
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
+  auto echo = CallAgent(**conn, "echo hello from the host");
   ASSERT_TRUE(echo.ok()) << echo.error().message;
-  EXPECT_EQ(*echo, "hello from the host");
-  auto release = CallAgent(fd->get(), "uname -r");
+  EXPECT_EQ(*echo, "hello from the host\n");
+  auto release = CallAgent(**conn, "uname -r");
   ASSERT_TRUE(release.ok()) << release.error().message;
   EXPECT_NE(release->find("cloud-amd64"), std::string::npos);
   // Pause and resume again: the agent keeps its connection.
   ASSERT_TRUE(dom->Pause().ok());
   EXPECT_EQ(dom->state(), DomainState::kPaused);
   ASSERT_TRUE(dom->Resume().ok());
-  ASSERT_TRUE(CallAgent(fd->get(), "again").ok());
+  auto again = CallAgent(**conn, "echo again; exit 3");
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.error().message.find("exited with 3"), std::string::npos) << again.error().message;
   ASSERT_TRUE(dom->Destroy().ok());
 }
 
@@ -162,11 +164,11 @@ TEST_F(VmTest, TenSequentialClonesLeaveNoQemuOrFilesBehind) {
     const std::string socket = dom->control_socket();
     EXPECT_TRUE(QemuRunning(name));
     ASSERT_TRUE(dom->Resume().ok());
-    auto fd = WaitForAgentHello(socket, hello_timeout());
-    ASSERT_TRUE(fd.ok()) << "clone " << i << ": " << fd.error().message;
-    auto echo = CallAgent(fd->get(), "call " + std::to_string(i));
+    auto conn = ConnectAgent(*dom);
+    ASSERT_TRUE(conn.ok()) << "clone " << i << ": " << conn.error().message;
+    auto echo = CallAgent(**conn, "echo call " + std::to_string(i));
     ASSERT_TRUE(echo.ok()) << echo.error().message;
-    EXPECT_EQ(*echo, "call " + std::to_string(i));
+    EXPECT_EQ(*echo, "call " + std::to_string(i) + "\n");
     ASSERT_TRUE(dom->Destroy().ok());
     ExpectGone(name, clone_dir, socket);
   }
@@ -181,13 +183,17 @@ TEST_F(VmTest, QemuKilledMidCallFailsCleanly) {
   auto dom = Clone("kill");
   ASSERT_NE(dom, nullptr);
   ASSERT_TRUE(dom->Resume().ok());
-  auto fd = WaitForAgentHello(dom->control_socket(), hello_timeout());
-  ASSERT_TRUE(fd.ok()) << fd.error().message;
+  auto conn = ConnectAgent(*dom);
+  ASSERT_TRUE(conn.ok()) << conn.error().message;
   int pid = dom->qemu_pid();
   ASSERT_GT(pid, 0);
-  ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  // The call sees the channel close instead of hanging or crashing.
-  auto reply = CallAgent(fd->get(), "are you there");
+  // Kill QEMU while a call runs: the call sees the channel close instead of hanging.
+  std::thread killer([pid] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ::kill(pid, SIGKILL);
+  });
+  auto reply = CallAgent(**conn, "sleep 600");
+  killer.join();
   EXPECT_FALSE(reply.ok());
   const std::string name = dom->name();
   const std::string clone_dir = fs::path(dom->console_log()).parent_path().string();
