@@ -5,6 +5,7 @@
 // working directory); closing the window destroys the disposable and leaves no process.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -210,6 +211,72 @@ TEST_F(EngineGuiTest, OpenDocumentShowsItsViewerAndClosingReturnsTheCli) {
   EXPECT_FALSE(std::filesystem::exists(doc + ".edited")) << "nothing was edited";
   ExpectGone(name);
   std::filesystem::remove_all(dir);
+}
+
+// Another user's request: the gui-daemon becomes that user before it opens the display.
+TEST_F(EngineGuiTest, GuiDaemonRunsAsTheRequestingUser) {
+  constexpr uid_t kUser = 65534;
+  daemon_.reset();  // a daemon that serves uid 65534 on a socket it can reach
+  std::string services = std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services";
+  daemon_ = std::make_unique<TestDaemon>(Conf{{"backend", "auto"},
+                                              {"pool_size", "1"},
+                                              {"service_path", services},
+                                              {"allowed_uids", std::to_string(kUser)},
+                                              {"socket_mode", "0666"}});
+  ::chmod(daemon_->dir().c_str(), 0711);
+  ASSERT_TRUE(daemon_->Start()) << daemon_->Log();
+  ::chmod((daemon_->dir() + "/run").c_str(), 0755);
+  std::string title = "as-user-" + std::to_string(::getpid());
+  int names[2];
+  ASSERT_EQ(::pipe(names), 0);
+  pid_t child = ::fork();
+  if (child == 0) {  // the user: asks for the window, reports the name, waits for the end
+    ::close(names[0]);
+    if (::setgid(kUser) != 0 || ::setuid(kUser) != 0) ::_exit(10);
+    auto c = AdminClient::Connect(daemon_->socket());
+    if (!c.ok()) ::_exit(11);
+    int null = ::open("/dev/null", O_RDWR);
+    nlohmann::json req = {{"op", "run"},
+                          {"argv", {"xmessage", "-title", title, "hello"}},
+                          {"gui", {{"display", desktop_->display()}}}};
+    if (!c->Send(req, {null, null, null}).ok()) ::_exit(12);
+    auto started = c->Receive();
+    if (!started.ok() || (*started)["event"] != "started") ::_exit(13);
+    std::string name = (*started)["name"].get<std::string>() + "\n";
+    if (::write(names[1], name.data(), name.size()) != static_cast<ssize_t>(name.size())) ::_exit(14);
+    auto done = c->Receive();
+    ::_exit(done.ok() && (*done)["event"] == "exit" && (*done)["destroyed"] == true ? 0 : 15);
+  }
+  ::close(names[1]);
+  std::string name;
+  char ch;
+  while (::read(names[0], &ch, 1) == 1 && ch != '\n') name += ch;
+  ::close(names[0]);
+  ASSERT_FALSE(name.empty()) << "the user's request failed";
+  xcb_window_t frame = FindWindow("[" + name + "] " + title);
+  if (frame) {
+    // The one gui-daemon of this disposable runs with the user's ids, not root's.
+    int found = 0;
+    for (auto& e : std::filesystem::directory_iterator("/proc")) {
+      std::ifstream cmdf(e.path() / "cmdline");
+      std::string cmd((std::istreambuf_iterator<char>(cmdf)), {});
+      if (cmd.find(std::string("--name=") + name + '\0') == std::string::npos) continue;
+      std::ifstream st(e.path() / "status");
+      std::string line;
+      while (std::getline(st, line)) {
+        if (line.rfind("Uid:", 0) == 0 || line.rfind("Gid:", 0) == 0) {
+          EXPECT_EQ(line.substr(5), "65534\t65534\t65534\t65534") << line;
+        }
+      }
+      ++found;
+    }
+    EXPECT_EQ(found, 1);
+    Close(frame);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << std::hex << status;
+  ExpectGone(name);
 }
 
 TEST_F(EngineGuiTest, MalformedGuiFieldIsRefused) {
