@@ -58,6 +58,12 @@ Status SetField(const std::string& key, const std::string& value, const std::str
   if (key == "socket_path") c->socket_path = value;
   else if (key == "state_dir") c->state_dir = value;
   else if (key == "backend") c->backend = value;
+  else if (key == "vm_uri") c->vm_uri = value;
+  else if (key == "vm_accel") {
+    if (value != "" && value != "kvm" && value != "tcg")
+      return Error{where + ": vm_accel must be kvm, tcg or empty (probe), not '" + value + "'", EINVAL};
+    c->vm_accel = value;
+  }
   else if (key == "default_template") c->default_template = value;
   else if (key == "pool_size") return num(&c->pool_size, 256);
   else if (key == "max_domains") return num(&c->max_domains, 4096);
@@ -180,6 +186,28 @@ Result<Config> LoadConfig(const std::string& path, bool must_exist) {
   }
   config.ApplyDefaults();
   return config;
+}
+
+std::string DefaultGuestAgentPath() {
+  if (const char* e = std::getenv("ODYSSEY_GUEST_AGENT"); e && *e) return e;
+#ifdef ODYSSEY_GUEST_AGENT_PATH
+  if (::access(ODYSSEY_GUEST_AGENT_PATH, X_OK) == 0) return ODYSSEY_GUEST_AGENT_PATH;
+#endif
+  return "/usr/lib/odyssey/odyssey-guest-agent";
+}
+
+std::string DefaultImageBuilderPath() {
+  if (const char* e = std::getenv("ODYSSEY_BUILD_IMAGE"); e && *e) return e;
+  std::string src = std::string(ODYSSEY_SOURCE_DIR) + "/guest/build-image.sh";
+  if (::access(src.c_str(), R_OK) == 0) return src;
+  return "/usr/share/odyssey/guest/build-image.sh";
+}
+
+std::string DefaultGuestServicesDir() {
+  if (const char* e = std::getenv("ODYSSEY_GUEST_SERVICES"); e && *e) return e;
+  std::string src = std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services";
+  if (::access(src.c_str(), R_OK) == 0) return src;
+  return std::string(ODYSSEY_ENGINE_DATA_DIR) + "/services";
 }
 
 }  // namespace odyssey::engine

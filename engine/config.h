@@ -16,6 +16,9 @@ struct Config {
   std::string socket_path;        // admin socket; default: see DefaultSocketPath()
   std::string state_dir;          // sqlite store, lock file, backend state
   std::string backend = "auto";   // "auto" | "process" | a HAL URI such as "native:///"
+  // Backend of templates of kind "vm": a libvirt URI; empty: qemu:///embed?root=<state_dir>/libvirt.
+  std::string vm_uri;
+  std::string vm_accel;           // "kvm" | "tcg" forces VM templates' accelerator; empty: probe
   std::string default_template = "host";  // the default disposable template
   uint32_t pool_size = 2;         // target paused members per template (0 = no pool)
   uint32_t max_domains = 64;      // running + pooled disposables, all templates
@@ -41,6 +44,16 @@ std::string DefaultSocketPath();
 std::string DefaultStateDir();
 // /etc/odyssey/odysseyd.conf for root, else ~/.config/odyssey/odysseyd.conf.
 std::string DefaultConfigPath();
+
+// The static agent put into guest images: $ODYSSEY_GUEST_AGENT, else the one built with
+// this tree, else /usr/lib/odyssey/odyssey-guest-agent.
+std::string DefaultGuestAgentPath();
+// guest/build-image.sh: $ODYSSEY_BUILD_IMAGE, else the source tree's, else the installed one.
+std::string DefaultImageBuilderPath();
+// qrexec services put into guest images: $ODYSSEY_GUEST_SERVICES, else the source tree's
+// handlers/services, else the engine's installed services.
+std::string DefaultGuestServicesDir();
+
 
 // Parses config text (JSON object if it starts with '{', else key = value lines) on top of
 // *config. origin names the file in error messages.

@@ -74,6 +74,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& path) {
   sqlite3_busy_timeout(db, 5000);
   ODYSSEY_TRY(store->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"));
   ODYSSEY_TRY(store->Exec(kSchema));
+  ODYSSEY_TRY(store->AddTemplateImageColumns());
   return store;
 }
 
@@ -89,10 +90,29 @@ Status StateStore::Exec(const std::string& sql) {
   return OkStatus();
 }
 
+// Schema v2: VM templates record their image checksum and accelerator. Older stores gain
+// the columns (empty for every existing template).
+Status StateStore::AddTemplateImageColumns() {
+  std::lock_guard lock(mu_);
+  bool has_accel = false;
+  {
+    Stmt s(db_, "SELECT name FROM pragma_table_info('templates')");
+    if (!s.ok()) return DbError(db_, "reading the templates schema");
+    while (s.Step() == SQLITE_ROW) has_accel |= s.Text(0) == "accel";
+  }
+  if (has_accel) return OkStatus();
+  return Exec(
+      "ALTER TABLE templates ADD COLUMN accel TEXT NOT NULL DEFAULT '';"
+      "ALTER TABLE templates ADD COLUMN image_sha256 TEXT NOT NULL DEFAULT '';");
+}
+
 Status StateStore::PutTemplate(const TemplateRecord& t) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "INSERT OR REPLACE INTO templates(name, kind, root_dir, pool_size) VALUES(?,?,?,?)");
-  s.Bind(1, t.name).Bind(2, t.kind).Bind(3, t.root_dir).Bind(4, t.pool_size);
+  Stmt s(db_,
+         "INSERT OR REPLACE INTO templates(name, kind, root_dir, pool_size, accel, image_sha256) "
+         "VALUES(?,?,?,?,?,?)");
+  s.Bind(1, t.name).Bind(2, t.kind).Bind(3, t.root_dir).Bind(4, t.pool_size).Bind(5, t.accel)
+      .Bind(6, t.image_sha256);
   if (!s.ok() || s.Step() != SQLITE_DONE) return DbError(db_, "saving template " + t.name);
   return OkStatus();
 }
@@ -107,10 +127,12 @@ Status StateStore::DeleteTemplate(const std::string& name) {
 
 Result<std::vector<TemplateRecord>> StateStore::Templates() {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "SELECT name, kind, root_dir, pool_size FROM templates ORDER BY name");
+  Stmt s(db_,
+         "SELECT name, kind, root_dir, pool_size, accel, image_sha256 FROM templates ORDER BY name");
   if (!s.ok()) return DbError(db_, "listing templates");
   std::vector<TemplateRecord> out;
-  while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Text(2), s.Int(3)});
+  while (s.Step() == SQLITE_ROW)
+    out.push_back({s.Text(0), s.Text(1), s.Text(2), s.Int(3), s.Text(4), s.Text(5)});
   return out;
 }
 

@@ -20,8 +20,10 @@ namespace odyssey::engine {
 struct TemplateRecord {
   std::string name;
   std::string kind = "native";  // "native" | "vm"
-  std::string root_dir;         // empty: the host's tree
+  std::string root_dir;         // empty: the host's tree; vm: the guest image directory
   int64_t pool_size = -1;       // -1: the config's pool_size
+  std::string accel;            // vm: "kvm" | "tcg" (probed when the template is added)
+  std::string image_sha256;     // vm: SHA-256 of the image's SHA256SUMS (its identity)
 };
 
 struct DomainRecord {
@@ -82,6 +84,7 @@ class StateStore {
  private:
   explicit StateStore(sqlite3* db) : db_(db) {}
   Status Exec(const std::string& sql);
+  Status AddTemplateImageColumns();
   std::mutex mu_;
   sqlite3* db_;
 };
