@@ -111,11 +111,17 @@ class EngineGuiTest : public ::testing::Test {
     EXPECT_EQ(probe_->Property(frame, "_QUBES_LABEL_COLOR"), "0xcc0000");
     EXPECT_EQ(probe_->Property(frame, "WM_NAME").rfind("[disp", 0), 0u);
     EXPECT_EQ(probe_->Property(frame, "_NET_WM_NAME"), title);
-    // The guest drew something (xmessage's text): the content is not one flat colour.
-    std::set<uint32_t> colours;
-    for (int y = 0; y < ch; y += 3)
-      for (int x = 0; x < cw && colours.size() < 2; x += 3) colours.insert(probe_->RootPixel(cx + x, cy + y));
-    EXPECT_GE(colours.size(), 2u) << "the window shows no guest pixels";
+    // The guest's pixels arrive (xmessage's text): the content is not one flat colour.
+    EXPECT_TRUE(WaitUntil(
+        [&] {
+          std::set<uint32_t> colours;
+          for (int y = 0; y < ch && colours.size() < 2; y += 3)
+            for (int x = 0; x < cw && colours.size() < 2; x += 3)
+              colours.insert(probe_->RootPixel(cx + x, cy + y));
+          return colours.size() >= 2;
+        },
+        std::chrono::seconds(30)))
+        << "the window shows no guest pixels";
     EXPECT_TRUE(probe_->SavePng(png, fx, fy, fw, fh));
   }
 
