@@ -15,6 +15,9 @@
 #include <thread>
 
 #include "base/io.h"
+#include "engine/engine_runner.h"
+#include "handlers/commands.h"
+#include "handlers/mime.h"
 
 namespace odyssey::engine {
 namespace {
@@ -208,67 +211,69 @@ int CmdRun(const CliContext& ctx, const CallArgs& args) {
   return o.exit_code;
 }
 
-int CmdOpen(const CliContext& ctx, const std::string& target, const std::string& template_name,
-            bool view_only) {
+int CmdCall(const CliContext& ctx, const std::string& service_and_arg,
+            const std::string& template_name, const std::string& vm) {
+  if (!vm.empty())
+    return Fail("cannot call " + service_and_arg + " in the domain '" + vm +
+                "': odysseyd runs disposables only (use --dispvm[=TEMPLATE])"), 125;
+  CallArgs args;
+  size_t plus = service_and_arg.find('+');
+  args.service = service_and_arg.substr(0, plus);
+  if (plus != std::string::npos) args.service_arg = service_and_arg.substr(plus + 1);
+  if (args.service.empty()) return Fail("odyssey call: no service name (usage: odyssey call "
+                                        "[--dispvm[=T]] SERVICE[+ARG])"), 2;
+  args.template_name = template_name;
   auto c = Connect(ctx);
   if (!c.ok()) return Fail(c.error().message), 125;
-  CallArgs args;
-  args.template_name = template_name;
-  auto in = Pipe::Make();
-  if (!in.ok()) return Fail(in.error().message);
-  if (LooksLikeUrl(target)) {
-    args.service = "qubes.OpenURL";
-    std::string line = target + "\n";
-    if (line.size() > 60000) return Fail("URL too long");
-    (void)WriteAll(in->write.get(), line.data(), line.size());  // fits the pipe buffer
-    in->write.reset();
-    args.stdin_fd = in->read.get();
-    CallOutcome o = CallInDisposable(*c, args);
-    if (!o.error.empty()) Fail(o.error);
-    return o.exit_code;
-  }
-  // A file: this process (the user) opens it; the daemon only ever sees descriptors.
-  UniqueFd file(::open(target.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!file) return Fail("cannot open " + target + ": " + std::strerror(errno));
-  struct stat st;
-  if (::fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode))
-    return Fail(target + " is not a regular file");
-  args.service = "qubes.OpenInVM";
-  args.gui = true;  // on a desktop the viewer's window appears, framed, on $DISPLAY
-  std::string header = (view_only ? "view-only-" : "") +
-                       SanitizeBasename(std::filesystem::path(target).filename().string());
-  header.resize(256, '\0');
-  std::thread writer([w = std::move(in->write), f = std::move(file), header]() mutable {
-    if (!WriteAll(w.get(), header.data(), header.size()).ok()) return;
-    char buf[65536];
-    for (;;) {
-      ssize_t n = ::read(f.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0 || !WriteAll(w.get(), buf, static_cast<size_t>(n)).ok()) break;
-    }
-  });
-  auto out = Pipe::Make();
-  if (!out.ok()) return Fail(out.error().message);
-  std::string returned;
-  std::thread reader = Drain(std::move(out->read), &returned);
-  args.stdin_fd = in->read.get();
-  args.stdout_fd = out->write.get();
-  UniqueFd stdout_w = std::move(out->write);
   CallOutcome o = CallInDisposable(*c, args);
-  in->read.reset();
-  stdout_w.reset();
-  writer.join();
-  reader.join();
-  if (!o.error.empty()) Fail(o.error);
-  if (!returned.empty() && !view_only) {
-    std::string dest = target + ".edited";
-    auto s = WriteFileAtomic(dest, returned, 0600);
-    if (!s.ok()) Fail("the disposable returned an edited file but saving it failed: " +
-                      s.error().message + " (the original is untouched)");
-    else std::fprintf(stderr, "odyssey: the edited file came back as %s (original untouched)\n",
-                      dest.c_str());
+  if (!o.error.empty()) {
+    Fail(o.error);
+    // qrexec's convention: 126 for a refused call.
+    if (o.name.empty()) return o.error.rfind("call denied by policy", 0) == 0 ? 126 : 125;
   }
   return o.exit_code;
+}
+
+int CmdOpen(const CliContext& ctx, const OpenArgs& args) {
+  EngineRunner runner(ctx.connect);
+  handlers::ActOptions options;
+  options.view_only = args.view_only;
+  options.dry_run = args.dry_run;
+  options.prog = "odyssey open";
+  if (!args.template_name.empty() || args.no_route) {
+    options.force_action = handlers::Action{handlers::Action::Kind::kDispVm, args.template_name, false};
+    options.force_source = args.no_route ? "--no-route" : "--dispvm " + args.template_name;
+  }
+  return handlers::OpenSubjects(runner, args.targets, args.rules_dirs, options);
+}
+
+int CmdRoute(const RouteArgs& args) {
+  handlers::RouteCommand cmd;
+  cmd.subjects = args.subjects;
+  cmd.dirs = args.rules_dirs;
+  cmd.no_defaults = args.no_defaults;
+  cmd.short_form = args.short_form;
+  cmd.list = args.list;
+  return handlers::RunRouteCommand(cmd, "odyssey route");
+}
+
+int CmdConvert(const CliContext& ctx, const ConvertArgs& args) {
+  handlers::ConvertOptions o;
+  o.kind = args.image ? handlers::ConvertOptions::Kind::kImage : handlers::ConvertOptions::Kind::kPdf;
+  if (!args.image && !args.force_pdf) {
+    // By content, like the routing rules: an image becomes a trusted PNG.
+    auto mime = handlers::MimeDetector::Create();
+    if (!mime.ok()) return Fail(mime.error().message);
+    auto guess = (*mime)->FromFile(args.file);
+    if (!guess.ok()) return Fail("cannot convert " + args.file + ": " + guess.error().message);
+    if (guess->content_mime.rfind("image/", 0) == 0) o.kind = handlers::ConvertOptions::Kind::kImage;
+  }
+  o.target = handlers::Target::Disposable(args.template_name);
+  o.quarantine_dir = args.quarantine_dir;
+  o.keep_original = args.keep_original;
+  o.dpi = args.dpi;
+  EngineRunner runner(ctx.connect);
+  return handlers::RunConvertCommand(runner, args.file, o, "odyssey convert");
 }
 
 int CmdLs(const CliContext& ctx) {

@@ -2,6 +2,7 @@
 // and tests can call them. Each returns the process exit code.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -37,8 +38,43 @@ struct CallArgs {
 CallOutcome CallInDisposable(AdminClient& client, const CallArgs& args);
 
 int CmdRun(const CliContext& ctx, const CallArgs& args);
-int CmdOpen(const CliContext& ctx, const std::string& target, const std::string& template_name,
-            bool view_only);
+// `odyssey call [--dispvm[=T]] SERVICE[+ARG]`: the service in a disposable with this
+// process's stdin/stdout/stderr; returns its exit code (126 when the policy refused, 125
+// when the call could not be made). vm (a named domain) is refused: disposables only.
+int CmdCall(const CliContext& ctx, const std::string& service_and_arg,
+            const std::string& template_name, const std::string& vm);
+
+// `odyssey open`: routes each target with the handlers rules (content MIME type / URL) and
+// does what the matching rule says, through odysseyd (handlers/commands.h).
+struct OpenArgs {
+  std::vector<std::string> targets;   // files, file:// URLs, URLs
+  std::string template_name;          // non-empty: skip the rules, disposable of this template
+  bool no_route = false;              // skip the rules: disposable of the default template
+  bool view_only = false;
+  bool dry_run = false;
+  std::vector<std::string> rules_dirs;  // empty: the default drop-in directories
+};
+int CmdOpen(const CliContext& ctx, const OpenArgs& args);
+
+// `odyssey route`: the handlers' routing explanation (same code as odyssey-route).
+struct RouteArgs {
+  std::vector<std::string> subjects, rules_dirs;
+  bool no_defaults = false, short_form = false, list = false;
+};
+int CmdRoute(const RouteArgs& args);
+
+// `odyssey convert`: the trusted converter (same code as odyssey-convert), rendering in a
+// disposable of odysseyd.
+struct ConvertArgs {
+  std::string file;
+  bool image = false;              // false: by content (image/* -> PNG, else PDF)
+  bool force_pdf = false;
+  std::string template_name;
+  std::string quarantine_dir;
+  bool keep_original = false;
+  uint32_t dpi = 100;
+};
+int CmdConvert(const CliContext& ctx, const ConvertArgs& args);
 int CmdLs(const CliContext& ctx);
 int CmdKill(const CliContext& ctx, const std::string& name);
 int CmdPool(const CliContext& ctx, const std::string& template_name, int size, bool wait);

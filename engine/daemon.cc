@@ -290,7 +290,8 @@ Status DaemonImpl::Init() {
   auto backend = MakeBackend(config_);
   if (!backend.ok()) return backend.error();
   backend_ = std::move(*backend);
-  policy_ = MakePolicyGate(config_.policy_dir);
+  policy_ = MakePolicyGate({config_.policy_dir, config_.default_template,
+                           [this](const std::string& t) { return templates_.count(t) > 0; }});
 
   // Reconciliation: everything a killed run left behind is destroyed before we serve.
   auto reaped = backend_->ReapLeftovers();

@@ -46,15 +46,58 @@ int main(int argc, char** argv) {
   run->add_option("--timeout", run_args.timeout_s, "kill the disposable after S seconds (exit 124)");
   run->add_option("command", run_args.argv, "command and arguments (after --)");
 
+  // call
+  std::string call_service, call_dispvm, call_vm;
+  auto* call = app.add_subcommand("call", "call a qrexec service in a disposable: SERVICE[+ARG] "
+                                          "gets your stdin/stdout/stderr and its exit code becomes "
+                                          "odyssey's (126: refused by policy)");
+  auto* call_dispvm_opt = call->add_option("--dispvm", call_dispvm,
+                                           "disposable template (bare --dispvm: the default)")
+                              ->expected(0, 1);
+  call->add_option("--vm", call_vm, "a named domain (not supported by odysseyd: refused)");
+  call->add_option("service", call_service, "SERVICE or SERVICE+ARG, e.g. qubes.OpenURL");
+
   // open
-  std::string open_target, open_tmpl;
-  bool view_only = false;
-  auto* open = app.add_subcommand("open", "open a FILE (qubes.OpenInVM) or URL (qubes.OpenURL) in "
-                                          "a disposable of the default template");
-  open->add_option("target", open_target, "a file path or a URL such as https://example.org/")
-      ->required();
-  open->add_option("--dispvm", open_tmpl, "disposable template");
-  open->add_flag("--view-only", view_only, "never take an edited file back");
+  OpenArgs open_args;
+  auto* open = app.add_subcommand("open", "open FILEs or URLs as the routing rules say (see "
+                                          "`odyssey route`): by default in a disposable, "
+                                          "qubes.OpenInVM with safe write-back / qubes.OpenURL");
+  open->add_option("target", open_args.targets, "file paths, file:// URLs or URLs such as "
+                                                "https://example.org/")->required();
+  open->add_option("--dispvm", open_args.template_name,
+                   "skip the rules: open in a disposable of TEMPLATE");
+  open->add_flag("--no-route", open_args.no_route,
+                 "skip the rules: open in a disposable of the default template");
+  open->add_flag("--view-only", open_args.view_only, "never take an edited file back");
+  open->add_flag("--dry-run", open_args.dry_run, "say what would happen, do nothing");
+  open->add_option("--rules-dir", open_args.rules_dirs,
+                   "read routing rules from DIR (repeatable; default /etc/odyssey/handlers.d "
+                   "then ~/.config/odyssey/handlers.d, or $ODYSSEY_HANDLERS_DIRS)");
+
+  // route
+  RouteArgs route_args;
+  auto* route = app.add_subcommand("route", "explain how `odyssey open` would open each FILE or "
+                                            "URL: the matching rule (FILE:LINE) and the action");
+  route->add_option("subjects", route_args.subjects, "files or URLs to route");
+  route->add_option("--rules-dir", route_args.rules_dirs, "read rules from DIR (repeatable)");
+  route->add_flag("--no-defaults", route_args.no_defaults, "do not append the shipped defaults");
+  route->add_flag("--short", route_args.short_form, "print only 'ACTION<TAB>FILE:LINE'");
+  route->add_flag("--list", route_args.list, "print every rule in evaluation order");
+
+  // convert
+  ConvertArgs convert_args;
+  auto* convert = app.add_subcommand("convert", "turn an untrusted PDF or image into a trusted "
+                                                "NAME.trusted.pdf / .png rebuilt from pixels "
+                                                "rendered in a disposable; the original goes to "
+                                                "quarantine");
+  convert->add_option("file", convert_args.file, "the untrusted PDF or image")->required();
+  convert->add_flag("--image", convert_args.image, "treat it as an image (default: by content)");
+  convert->add_flag("--pdf", convert_args.force_pdf, "treat it as a PDF (default: by content)");
+  convert->add_option("--dispvm", convert_args.template_name, "disposable template to render in");
+  convert->add_option("--quarantine", convert_args.quarantine_dir,
+                      "where the original goes (default ~/.local/share/odyssey/quarantine)");
+  convert->add_flag("--keep-original", convert_args.keep_original, "leave the original in place");
+  convert->add_option("--dpi", convert_args.dpi, "render resolution")->check(CLI::Range(10, 600));
 
   auto* ls = app.add_subcommand("ls", "list disposables (running and ready in pools)");
   ls->add_flag("--json", ctx.json, "machine-readable output");
@@ -136,7 +179,19 @@ int main(int argc, char** argv) {
     if (*dispvm_opt) run_args.template_name = dispvm;
     return CmdRun(ctx, run_args);
   }
-  if (*open) return CmdOpen(ctx, open_target, open_tmpl, view_only);
+  if (*call) {
+    std::string call_tmpl = *call_dispvm_opt ? call_dispvm : "";
+    // `--dispvm SERVICE` (bare --dispvm followed by the service) reads the service as the
+    // option's value.
+    if (*call_dispvm_opt && call_service.empty()) {
+      call_service = call_dispvm;
+      call_tmpl.clear();
+    }
+    return CmdCall(ctx, call_service, call_tmpl, call_vm);
+  }
+  if (*open) return CmdOpen(ctx, open_args);
+  if (*route) return CmdRoute(route_args);
+  if (*convert) return CmdConvert(ctx, convert_args);
   if (*ls) return CmdLs(ctx);
   if (*kill) return CmdKill(ctx, kill_name);
   if (*pool) return CmdPool(ctx, pool_tmpl, pool_size, pool_wait);

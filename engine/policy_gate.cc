@@ -1,91 +1,85 @@
 #include "engine/policy_gate.h"
 
-#include <dirent.h>
+#include <utility>
 
-#include <algorithm>
-#include <sstream>
-#include <vector>
-
-#include "base/io.h"
+#include "qrexec/policy/policy.h"
 
 namespace odyssey::engine {
-
-#ifdef ODYSSEY_HAVE_QREXEC_POLICY
-// policy_gate_qrexec.cc: the qrexec policy module behind the PolicyGate interface; null if
-// it cannot be used.
-std::unique_ptr<PolicyGate> MakeQrexecPolicyGate(const std::string& policy_dir);
-#endif
 namespace {
 
-// Minimal policy.d reader used until (or instead of) the qrexec policy module: matches
-// SERVICE ARGUMENT SOURCE TARGET ACTION lines; options are ignored; ask is treated as deny
-// (the engine has no one to ask).
-class BuiltinPolicyGate : public PolicyGate {
- public:
-  explicit BuiltinPolicyGate(std::string dir) : dir_(std::move(dir)) {}
-  std::string engine_name() const override { return "builtin"; }
+namespace qp = odyssey::qrexec::policy;
 
-  Result<PolicyDecision> Decide(const PolicyQuery& q) override {
-    std::vector<std::string> files;
-    if (DIR* d = ::opendir(dir_.c_str())) {
-      while (struct dirent* e = ::readdir(d)) {
-        std::string n = e->d_name;
-        if (n.size() > 7 && n.compare(n.size() - 7, 7, ".policy") == 0) files.push_back(n);
-      }
-      ::closedir(d);
-    }
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files) {
-      std::string path = dir_ + "/" + f;
-      auto text = ReadFileToString(path, 1 << 20);
-      if (!text.ok()) return text.error().Wrap("reading policy");
-      std::stringstream ss(*text);
-      std::string line;
-      int lineno = 0;
-      while (std::getline(ss, line)) {
-        ++lineno;
-        std::stringstream ls(line);
-        std::string svc, arg, src, tgt, action;
-        if (!(ls >> svc) || svc[0] == '#' || svc[0] == '!') continue;
-        if (!(ls >> arg >> src >> tgt >> action))
-          return Error{path + ":" + std::to_string(lineno) + ": incomplete rule", EINVAL};
-        if (!Match(svc, q.service) || !MatchArg(arg, q.argument) || !MatchSource(src, q.source) ||
-            !MatchTarget(tgt, q.target))
-          continue;
-        return PolicyDecision{action == "allow", path + ":" + std::to_string(lineno), action};
-      }
-    }
-    return PolicyDecision{false, "(no rule matched in " + dir_ + ")", "deny"};
+// The engine's templates as the policy sees them: the admin domain "dom0" whose default
+// disposable template is the engine's default, and one disposable template per engine
+// template. Nothing else exists (there are no named domains in the engine yet).
+class TemplateCatalog final : public qp::DomainCatalog {
+ public:
+  explicit TemplateCatalog(PolicyGateOptions* options) : options_(options) {}
+
+  std::optional<qp::DomainInfo> FindByName(std::string_view name) const override {
+    std::string n(name);
+    if (n == "dom0") return AdminDomain();
+    bool exists = options_->template_exists ? options_->template_exists(n)
+                                            : n == options_->default_template;
+    if (!exists) return std::nullopt;
+    qp::DomainInfo d;
+    d.name = n;
+    d.type = "AppVM";
+    d.tags = {"disposable-template"};
+    d.template_for_dispvms = true;
+    return d;
+  }
+  std::optional<qp::DomainInfo> FindByUuid(std::string_view) const override { return std::nullopt; }
+  qp::DomainInfo AdminDomain() const override {
+    qp::DomainInfo d;
+    d.name = "dom0";
+    d.type = "AdminVM";
+    d.default_dispvm = options_->default_template;
+    return d;
   }
 
  private:
-  static bool Match(const std::string& pat, const std::string& v) { return pat == "*" || pat == v; }
-  static bool MatchArg(const std::string& pat, const std::string& v) {
-    return pat == "*" || pat == "+" + v;
+  PolicyGateOptions* options_;  // owned by the gate, outlives the catalog's uses
+};
+
+class QrexecPolicyGate final : public PolicyGate {
+ public:
+  explicit QrexecPolicyGate(PolicyGateOptions options)
+      : options_(std::move(options)),
+        catalog_(std::make_shared<TemplateCatalog>(&options_)),
+        // No prompter (ask denies) and no audit log: the engine records decisions itself.
+        service_(qp::ServiceOptions{options_.policy_dir, catalog_, nullptr, nullptr}) {}
+
+  std::string engine_name() const override { return "qrexec-policy"; }
+
+  Result<PolicyDecision> Decide(const PolicyQuery& q) override {
+    qp::Request r{q.source, q.target, q.service + "+" + q.argument};
+    qp::Decision d = service_.Decide(r, qp::DecideFlags{.just_evaluate = true});
+    PolicyDecision out;
+    out.action = std::string(qp::ActionName(d.action));
+    out.allow = d.action == qp::Action::kAllow;
+    out.reason = d.reason;
+    if (!d.rule.file.empty()) {
+      out.rule = d.rule.ToString();
+    } else {
+      auto policy = service_.CurrentPolicy();
+      out.rule = policy && !policy->ok() ? "(policy error: " + policy->error() + ")"
+                                         : "(no rule matched in " + options_.policy_dir + ": " +
+                                               d.reason + ")";
+    }
+    return out;
   }
-  static bool MatchSource(const std::string& pat, const std::string& v) {
-    if (pat == "*" || pat == v) return true;
-    bool admin = v == "@adminvm" || v == "dom0";
-    if (pat == "@adminvm") return admin;
-    if (pat == "@anyvm") return !admin;
-    return false;
-  }
-  static bool MatchTarget(const std::string& pat, const std::string& v) {
-    if (pat == "*" || pat == v) return true;
-    if (pat == "@anyvm") return v != "@adminvm" && v != "dom0";
-    if (pat == "@dispvm") return v == "@dispvm";
-    return false;
-  }
-  std::string dir_;
+
+ private:
+  PolicyGateOptions options_;
+  std::shared_ptr<TemplateCatalog> catalog_;
+  qp::PolicyService service_;
 };
 
 }  // namespace
 
-std::unique_ptr<PolicyGate> MakePolicyGate(const std::string& policy_dir) {
-#ifdef ODYSSEY_HAVE_QREXEC_POLICY
-  if (auto gate = MakeQrexecPolicyGate(policy_dir)) return gate;
-#endif
-  return std::make_unique<BuiltinPolicyGate>(policy_dir);
+std::unique_ptr<PolicyGate> MakePolicyGate(PolicyGateOptions options) {
+  return std::make_unique<QrexecPolicyGate>(std::move(options));
 }
 
 }  // namespace odyssey::engine

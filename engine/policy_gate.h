@@ -1,10 +1,13 @@
-// PolicyGate: asks the policy engine whether a call the engine is about to make is allowed
-// (source @adminvm/dom0 -> a disposable, service+argument). With the qrexec policy module
-// built (target odyssey_qrexec_policy) that module decides; without it a minimal reader of
-// the same policy.d format does (first match wins, no match = deny), so a denial can
-// always name the rule's file:line.
+// PolicyGate: asks the qrexec policy engine (qrexec/policy, library odyssey_qrexec_policy)
+// whether a call odysseyd is about to make is allowed: source @adminvm (the host user) ->
+// a new disposable, service+argument. The engine's templates are the policy's domain
+// catalog (each one a disposable template, tagged `disposable-template`); the admin
+// domain's default disposable template is the engine's default template. A rule that says
+// `ask` denies (the engine has no one to ask). Every decision names the deciding rule's
+// file:line, or why none could decide (no rule matched, a broken policy file).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -14,15 +17,16 @@ namespace odyssey::engine {
 
 struct PolicyQuery {
   std::string source = "@adminvm";
-  std::string target;     // e.g. "@dispvm:host"
+  std::string target;     // e.g. "@dispvm" or "@dispvm:host"
   std::string service;    // e.g. "qubes.VMShell"
   std::string argument;   // without '+'
 };
 
 struct PolicyDecision {
   bool allow = false;
-  std::string rule;    // "FILE:LINE" of the deciding rule, or "(no rule matched)"
+  std::string rule;    // "FILE:LINE" of the deciding rule, or why there is none
   std::string action;  // "allow" | "deny" | "ask"
+  std::string reason;  // the policy engine's explanation, in words
 };
 
 class PolicyGate {
@@ -32,7 +36,15 @@ class PolicyGate {
   virtual std::string engine_name() const = 0;
 };
 
-// policy_dir: a policy.d directory (files *.policy, sorted).
-std::unique_ptr<PolicyGate> MakePolicyGate(const std::string& policy_dir);
+// What the gate needs to know about the engine's templates.
+struct PolicyGateOptions {
+  std::string policy_dir;         // a policy.d directory (files *.policy, C-locale order)
+  std::string default_template;   // the admin domain's default disposable template
+  // True when a template of this name exists. Called from the thread that calls Decide.
+  // Null: only default_template exists.
+  std::function<bool(const std::string&)> template_exists;
+};
+
+std::unique_ptr<PolicyGate> MakePolicyGate(PolicyGateOptions options);
 
 }  // namespace odyssey::engine

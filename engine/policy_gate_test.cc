@@ -5,43 +5,98 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 namespace odyssey::engine {
 namespace {
 
+std::unique_ptr<PolicyGate> Gate(const std::string& dir, std::set<std::string> templates = {"host"}) {
+  return MakePolicyGate({dir, "host", [templates](const std::string& t) { return templates.count(t) > 0; }});
+}
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/odyssey-policy-XXXXXX";
+  if (!mkdtemp(tmpl)) ::abort();
+  return tmpl;
+}
+
 TEST(PolicyGateTest, ShippedPolicyAllowsEngineCalls) {
-  auto gate = MakePolicyGate(std::string(ODYSSEY_ENGINE_DATA_DIR) + "/policy.d");
-  for (const char* svc : {"qubes.VMShell", "qubes.OpenInVM", "qubes.OpenURL"}) {
+  auto gate = Gate(std::string(ODYSSEY_ENGINE_DATA_DIR) + "/policy.d");
+  EXPECT_EQ(gate->engine_name(), "qrexec-policy");
+  for (const char* svc : {"qubes.VMShell", "qubes.OpenInVM", "qubes.OpenURL", "odyssey.RenderPDF",
+                          "odyssey.RenderImage"}) {
     for (const char* target : {"@dispvm", "@dispvm:host"}) {
       auto d = gate->Decide({"@adminvm", target, svc, ""});
       ASSERT_TRUE(d.ok()) << d.error().message;
-      EXPECT_TRUE(d->allow) << svc << " -> " << target << " rule " << d->rule;
+      EXPECT_TRUE(d->allow) << svc << " -> " << target << " rule " << d->rule << ": " << d->reason;
       EXPECT_NE(d->rule.find("50-odyssey-engine.policy:"), std::string::npos) << d->rule;
     }
   }
   auto d = gate->Decide({"@adminvm", "@dispvm", "qubes.Filecopy", ""});
   ASSERT_TRUE(d.ok());
   EXPECT_FALSE(d->allow);
+  // A template the engine does not have is no disposable template for the policy.
+  d = gate->Decide({"@adminvm", "@dispvm:nosuch", "qubes.VMShell", ""});
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->allow) << d->rule;
 }
 
 TEST(PolicyGateTest, DenyRuleNamesFileAndLine) {
-  char tmpl[] = "/tmp/odyssey-policy-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  std::string dir = tmpl;
+  std::string dir = TempDir();
   {
     std::ofstream f(dir + "/10-deny.policy");
     f << "# deny URLs\n\nqubes.OpenURL * @adminvm @anyvm deny\n";
     std::ofstream g(dir + "/50-allow.policy");
     g << "* * @adminvm @anyvm allow\n";
   }
-  auto gate = MakePolicyGate(dir);
+  auto gate = Gate(dir);
   auto d = gate->Decide({"@adminvm", "@dispvm:host", "qubes.OpenURL", ""});
   ASSERT_TRUE(d.ok()) << d.error().message;
   EXPECT_FALSE(d->allow);
   EXPECT_EQ(d->rule, dir + "/10-deny.policy:3");
   d = gate->Decide({"@adminvm", "@dispvm:host", "qubes.VMShell", ""});
   ASSERT_TRUE(d.ok());
-  EXPECT_TRUE(d->allow);
+  EXPECT_TRUE(d->allow) << d->rule << ": " << d->reason;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(PolicyGateTest, QubesFeaturesOfTheRealPolicyEngine) {
+  std::string dir = TempDir();
+  {
+    std::ofstream f(dir + "/20-x.policy");
+    f << "qubes.VMShell +secret @adminvm @anyvm deny\n"
+         "qubes.VMShell * @adminvm @dispvm:@tag:disposable-template allow\n"
+         "qubes.OpenURL * @adminvm @dispvm ask\n";
+  }
+  auto gate = Gate(dir, {"host", "work"});
+  auto d = gate->Decide({"@adminvm", "@dispvm:work", "qubes.VMShell", "secret"});
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->allow);
+  EXPECT_EQ(d->rule, dir + "/20-x.policy:1");
+  d = gate->Decide({"@adminvm", "@dispvm:work", "qubes.VMShell", "other"});
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->allow) << d->rule << ": " << d->reason;
+  EXPECT_EQ(d->rule, dir + "/20-x.policy:2");
+  // `ask` denies: the engine has no one to ask.
+  d = gate->Decide({"@adminvm", "@dispvm", "qubes.OpenURL", ""});
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->allow);
+  EXPECT_EQ(d->action, "ask");
+  // No rule: deny, and the reply says so.
+  d = gate->Decide({"@adminvm", "@dispvm", "qubes.OpenInVM", ""});
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->allow);
+  EXPECT_NE(d->rule.find("no rule matched"), std::string::npos) << d->rule;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(PolicyGateTest, BrokenPolicyDeniesAndNamesTheError) {
+  std::string dir = TempDir();
+  { std::ofstream(dir + "/10-bad.policy") << "qubes.VMShell * @adminvm @dispvm allw\n"; }
+  auto d = Gate(dir)->Decide({"@adminvm", "@dispvm", "qubes.VMShell", ""});
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->allow);
+  EXPECT_NE(d->rule.find("10-bad.policy:1"), std::string::npos) << d->rule;
   std::filesystem::remove_all(dir);
 }
 

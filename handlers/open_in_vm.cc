@@ -178,18 +178,34 @@ Result<OpenResult> OpenFileInDomain(DisposableRunner& runner, const std::string&
 }
 
 Result<int> OpenUrlInDomain(DisposableRunner& runner, const std::string& url, const Target& target,
-                            int stderr_fd) {
+                            int stderr_fd, int stdout_fd) {
   auto parsed = ParseUrl(url);
-  if (!parsed.ok()) return parsed.error();
+  if (!parsed.ok()) return parsed.error().Wrap("Invalid URL");
   if (parsed->scheme != "http" && parsed->scheme != "https" && parsed->scheme != "ftp")
-    return Error{"qubes.OpenURL opens only http, https and ftp URLs, not '" + parsed->scheme + ":'",
+    return Error{"Invalid URL: qubes.OpenURL opens only http, https and ftp URLs, not '" +
+                     parsed->scheme + ":'",
                  EINVAL};
   std::string line = url + "\n";
   CallIo io;
   io.stderr_fd = stderr_fd;
   io.write_stdin = [&](int fd) { return WriteAll(fd, line.data(), line.size()); };
+  if (stdout_fd >= 0) {
+    // The service's report is untrusted text for a terminal: capped, and control
+    // characters other than newline and tab shown as '?'.
+    io.read_stdout = [stdout_fd](int fd) -> Status {
+      std::string untrusted_text;
+      Status st = ReadAllCapped(fd, 64 * 1024, &untrusted_text);
+      for (char& c : untrusted_text) {
+        unsigned char u = static_cast<unsigned char>(c);
+        if ((u < 0x20 && c != '\n' && c != '\t') || u == 0x7f) c = '?';
+      }
+      (void)WriteAll(stdout_fd, untrusted_text.data(), untrusted_text.size());
+      return st.ok() ? OkStatus() : st.error().Wrap("qubes.OpenURL output");
+    };
+  }
   auto outcome = CallService(runner, target, "qubes.OpenURL", "", std::move(io));
   if (!outcome.ok()) return outcome.error();
+  if (!outcome->stdout_status.ok()) return outcome->stdout_status.error();
   return outcome->exit_code;
 }
 

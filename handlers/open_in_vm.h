@@ -41,7 +41,9 @@ Result<OpenResult> OpenFileInDomain(DisposableRunner& runner, const std::string&
                                     const OpenOptions& options);
 
 // Host side of qubes.OpenURL: validates the URL (http, https, ftp only) and sends it.
+// stdout_fd >= 0: the service's report (untrusted) is shown there, capped at 64 KiB, with
+// control characters replaced; otherwise it is discarded.
 Result<int> OpenUrlInDomain(DisposableRunner& runner, const std::string& url, const Target& target,
-                            int stderr_fd = -1);
+                            int stderr_fd = -1, int stdout_fd = -1);
 
 }  // namespace odyssey::handlers

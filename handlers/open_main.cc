@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "handlers/commands.h"
 #include "handlers/convert.h"
 #include "handlers/exec_runner.h"
 #include "handlers/open_in_vm.h"
@@ -30,7 +31,9 @@ struct Flags {
 std::vector<std::string> EngineOpenCommand(const Decision& d, const Flags& f) {
   const char* cli = std::getenv("ODYSSEY_CLI");
   std::vector<std::string> argv = {cli && *cli ? cli : "odyssey", "open"};
+  // The rules were applied here already: tell `odyssey open` where, not to route again.
   if (!d.action.name.empty()) argv.insert(argv.end(), {"--dispvm", d.action.name});
+  else argv.push_back("--no-route");
   if (d.action.view_only || f.view_only) argv.push_back("--view-only");
   argv.push_back(d.is_url ? d.subject : d.path);
   return argv;
@@ -42,70 +45,25 @@ std::string Joined(const std::vector<std::string>& argv) {
   return s;
 }
 
-int Fail(const std::string& msg) {
-  std::fprintf(stderr, "odyssey-open: %s\n", msg.c_str());
-  return 1;
-}
+int Fail(const std::string& msg) { return CommandFail("odyssey-open", msg); }
 
 int Act(const Decision& d, const Flags& f) {
-  std::fprintf(stderr, "odyssey-open: %s -> %s (rule %s)\n", d.subject.c_str(), d.action.Spelling().c_str(),
-               d.rule_source.c_str());
   const bool use_runner = !f.runner.empty() || std::getenv("ODYSSEY_RUNNER");
   ExecRunner runner(f.runner.empty() ? ExecRunner::DefaultCommand() : SplitCommand(f.runner));
-  switch (d.action.kind) {
-    case Action::Kind::kDeny:
-      return Fail("refused: " + d.subject + " (rule " + d.rule_source + ": " + d.rule_text + ")");
-    case Action::Kind::kLocal: {
-      // Opening on the host again through xdg-open would come back here while odyssey-open
-      // is the default handler: ODYSSEY_LOCAL_OPENER names the real local application.
-      const char* opener = std::getenv("ODYSSEY_LOCAL_OPENER");
-      std::vector<std::string> argv = {opener && *opener ? opener : "xdg-open", d.is_url ? d.subject : d.path};
-      if (f.dry_run) return std::printf("would run: %s\n", Joined(argv).c_str()), 0;
-      ::setenv("ODYSSEY_OPEN_DEPTH", "1", 1);
-      auto rc = SpawnAndWait(argv, -1, -1, -1);
-      return rc.ok() ? rc.value() : Fail(rc.error().message);
-    }
-    case Action::Kind::kConvertPdf:
-    case Action::Kind::kConvertImage: {
-      if (d.is_url) return Fail("cannot convert a URL: " + d.subject);
-      if (f.dry_run) return std::printf("would convert %s: %s\n", d.path.c_str(), d.action.Explain().c_str()), 0;
-      ConvertOptions o;
-      o.kind = d.action.kind == Action::Kind::kConvertPdf ? ConvertOptions::Kind::kPdf : ConvertOptions::Kind::kImage;
-      o.on_page = [](uint32_t i, uint32_t n, const Page&) {
-        std::fprintf(stderr, "odyssey-open: converting: page %u/%u\n", i, n);
-      };
-      auto r = ConvertFile(runner, d.path, o);
-      if (!r.ok()) return Fail(r.error().message);
-      std::printf("%s\n", r->output_path.c_str());
-      return 0;
-    }
-    case Action::Kind::kDispVm:
-    case Action::Kind::kVm:
-      break;
-  }
+  const bool opens_in_domain = d.action.kind == Action::Kind::kDispVm || d.action.kind == Action::Kind::kVm;
+  if (!opens_in_domain || use_runner)
+    return ActOnDecision(runner, d, ActOptions{f.view_only, f.dry_run, "odyssey-open"});
+  // No service runner configured: hand disposables to the engine's own `odyssey open`.
+  std::fprintf(stderr, "odyssey-open: %s -> %s (rule %s)\n", d.subject.c_str(), d.action.Spelling().c_str(),
+               d.rule_source.c_str());
   Target target = *d.action.ServiceTarget();
-  if (!use_runner) {
-    if (target.kind == Target::Kind::kNamed)
-      return Fail("opening in the named domain '" + target.name + "' needs a service runner (" +
-                  "--runner or ODYSSEY_RUNNER); the engine's `odyssey open` only knows disposables");
-    auto argv = EngineOpenCommand(d, f);
-    if (f.dry_run) return std::printf("would run: %s\n", Joined(argv).c_str()), 0;
-    auto rc = SpawnAndWait(argv, -1, -1, -1);
-    return rc.ok() ? rc.value() : Fail(rc.error().message);
-  }
-  if (f.dry_run) return std::printf("would call %s in a %s\n", d.is_url ? "qubes.OpenURL" : "qubes.OpenInVM",
-                                    target.Describe().c_str()), 0;
-  if (d.is_url) {
-    auto rc = OpenUrlInDomain(runner, d.subject, target);
-    return rc.ok() ? rc.value() : Fail(rc.error().message);
-  }
-  OpenOptions o;
-  o.target = target;
-  o.view_only = d.action.view_only || f.view_only;
-  auto r = OpenFileInDomain(runner, d.path, o);
-  if (!r.ok()) return Fail(r.error().message);
-  if (r->written_back) std::fprintf(stderr, "odyssey-open: %s was edited; saved the new version\n", d.path.c_str());
-  return 0;
+  if (target.kind == Target::Kind::kNamed)
+    return Fail("opening in the named domain '" + target.name + "' needs a service runner (" +
+                "--runner or ODYSSEY_RUNNER); the engine's `odyssey open` only knows disposables");
+  auto argv = EngineOpenCommand(d, f);
+  if (f.dry_run) return std::printf("would run: %s\n", Joined(argv).c_str()), 0;
+  auto rc = SpawnAndWait(argv, -1, -1, -1);
+  return rc.ok() ? rc.value() : Fail(rc.error().message);
 }
 
 int Main(int argc, char** argv) {
