@@ -18,6 +18,7 @@
 #include "engine/engine_runner.h"
 #include "handlers/commands.h"
 #include "handlers/mime.h"
+#include "engine/config.h"
 
 namespace odyssey::engine {
 namespace {
@@ -316,10 +317,12 @@ int CmdTemplate(const CliContext& ctx, const std::string& action, const std::str
     auto r = Ask(ctx, {{"op", "template_ls"}});
     if (!r) return 1;
     if (ctx.json) return std::printf("%s\n", (*r)["templates"].dump(2).c_str()), 0;
-    std::vector<std::vector<std::string>> rows = {{"NAME", "KIND", "ROOT", "POOL", "DEFAULT"}};
-    for (auto& t : (*r)["templates"])
-      rows.push_back({Str(t, "name"), Str(t, "kind"), Str(t, "root_dir"), Str(t, "pool_size"),
-                      t.value("default", false) ? "yes" : ""});
+    std::vector<std::vector<std::string>> rows = {{"NAME", "KIND", "ACCEL", "ROOT", "POOL", "DEFAULT"}};
+    for (auto& t : (*r)["templates"]) {
+      std::string accel = t.value("accel", std::string());
+      rows.push_back({Str(t, "name"), Str(t, "kind"), accel.empty() ? "-" : accel, Str(t, "root_dir"),
+                      Str(t, "pool_size"), t.value("default", false) ? "yes" : ""});
+    }
     PrintTable(rows);
     return 0;
   }
@@ -331,6 +334,56 @@ int CmdTemplate(const CliContext& ctx, const std::string& action, const std::str
   }
   if (action == "rm") return Ask(ctx, {{"op", "template_rm"}, {"name", name}}) ? 0 : 1;
   return Fail("unknown template action " + action);
+}
+
+// `template build NAME --kind vm`: the guest image (guest/build-image.sh, cached), then the
+// daemon verifies it, probes the accelerator and prepares the snapshot and the pool.
+int CmdTemplateBuild(const CliContext& ctx, const std::string& name, const std::string& kind,
+                     bool rebuild, int pool_size) {
+  if (kind != "vm")
+    return Fail("template build makes VM templates (--kind vm); add a directory tree with "
+                "`odyssey template add " + name + " --root DIR`");
+  auto quote = [](const std::string& a) {  // for sh -c: '…' with every ' closed and reopened
+    std::string q = "'";
+    for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+  };
+  auto step = [](int n, const std::string& what) { std::fprintf(stderr, "odyssey: [%d/4] %s\n", n, what.c_str()); };
+  const std::string agent = DefaultGuestAgentPath(), builder = DefaultImageBuilderPath();
+  step(1, "guest image (builder " + builder + ", agent " + agent + ")");
+  std::string cmd = "bash " + quote(builder) + " --agent " + quote(agent) +
+                    " --services " + quote(DefaultGuestServicesDir()) + " --name " + quote(name) +
+                    (rebuild ? " --rebuild" : "");
+  FILE* p = ::popen(cmd.c_str(), "r");  // the builder's progress goes straight to stderr
+  if (!p) return Fail("cannot run " + builder);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  if (int rc = ::pclose(p); rc != 0) return Fail("building the guest image failed (status " + std::to_string(rc) + ")");
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  std::string image = out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
+  if (image.empty() || image[0] != '/') return Fail("the image builder named no image directory");
+  step(2, "checking " + image + " and probing the accelerator (KVM, else TCG)");
+  auto ls = Ask(ctx, {{"op", "template_ls"}});
+  if (!ls) return 1;
+  for (auto& t : (*ls)["templates"])
+    if (Str(t, "name") == name && !Ask(ctx, {{"op", "template_rm"}, {"name", name}})) return 1;
+  json add = {{"op", "template_add"}, {"name", name}, {"kind", "vm"}, {"root_dir", image}, {"rebuild", rebuild}};
+  if (pool_size >= 0) add["pool_size"] = pool_size;
+  if (!Ask(ctx, add)) return 1;
+  step(3, "snapshot (boot to the agent's HELLO, save) and pool of restored paused clones");
+  auto pools = Ask(ctx, {{"op", "pool"}, {"template", name}, {"wait", true}});
+  if (!pools) return 1;
+  for (auto& pl : (*pools)["pools"])
+    if (pl.value("ready", 0) == 0 && !pl.value("last_error", std::string()).empty())
+      return Fail("template " + name + ": " + pl.value("last_error", std::string()));
+  auto after = Ask(ctx, {{"op", "template_ls"}});
+  if (!after) return 1;
+  for (auto& t : (*after)["templates"])
+    if (Str(t, "name") == name)
+      step(4, "template " + name + " ready: kind vm, accelerator " + t.value("accel", std::string()) +
+                  ", image " + image);
+  return 0;
 }
 
 int CmdPolicyCheck(const CliContext& ctx, const std::string& source, const std::string& target,

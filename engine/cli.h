@@ -80,6 +80,10 @@ int CmdKill(const CliContext& ctx, const std::string& name);
 int CmdPool(const CliContext& ctx, const std::string& template_name, int size, bool wait);
 int CmdTemplate(const CliContext& ctx, const std::string& action, const std::string& name,
                 const std::string& root, int pool_size);
+// `template build NAME --kind vm [--rebuild]`: builds (or reuses) the guest image, adds the
+// template (checksums verified, accelerator probed) and waits for its snapshot and pool.
+int CmdTemplateBuild(const CliContext& ctx, const std::string& name, const std::string& kind,
+                     bool rebuild, int pool_size);
 int CmdPolicyCheck(const CliContext& ctx, const std::string& source, const std::string& target,
                    const std::string& service, const std::string& arg);
 int CmdSimple(const CliContext& ctx, const std::string& op);  // ping, stats, calls, shutdown

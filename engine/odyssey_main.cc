@@ -126,6 +126,13 @@ int main(int argc, char** argv) {
   tmpl_add->add_option("name", tmpl_name, "template name ([a-z0-9_-])")->required();
   tmpl_add->add_option("--root", tmpl_root, "root tree (default: the host's own, read-only)");
   tmpl_add->add_option("--pool-size", tmpl_pool, "pool size for this template");
+  std::string tmpl_kind = "vm";
+  bool tmpl_rebuild = false;
+  auto* tmpl_build = tmpl->add_subcommand("build", "build a VM template: guest image, snapshot, pool");
+  tmpl_build->add_option("name", tmpl_name, "template name ([a-z0-9_-])")->required();
+  tmpl_build->add_option("--kind", tmpl_kind, "template kind (vm)")->check(CLI::IsMember({"vm"}));
+  tmpl_build->add_flag("--rebuild", tmpl_rebuild, "rebuild the image and the snapshot even if cached");
+  tmpl_build->add_option("--pool-size", tmpl_pool, "pool size for this template");
   auto* tmpl_rm = tmpl->add_subcommand("rm", "remove a template (destroys its pool)");
   tmpl_rm->add_option("name", tmpl_name, "template name")->required();
 
@@ -197,6 +204,7 @@ int main(int argc, char** argv) {
   if (*pool) return CmdPool(ctx, pool_tmpl, pool_size, pool_wait);
   if (*tmpl_ls) return CmdTemplate(ctx, "ls", "", "", -1);
   if (*tmpl_add) return CmdTemplate(ctx, "add", tmpl_name, tmpl_root, tmpl_pool);
+  if (*tmpl_build) return CmdTemplateBuild(ctx, tmpl_name, tmpl_kind, tmpl_rebuild, tmpl_pool);
   if (*tmpl_rm) return CmdTemplate(ctx, "rm", tmpl_name, "", -1);
   if (*check) return CmdPolicyCheck(ctx, p_source, p_target, p_service, p_arg);
   if (*ping) return CmdSimple(ctx, "ping");
