@@ -146,6 +146,9 @@ ln -s busybox "$root/bin/sh"
 install -m 0755 "$agent" "$root/sbin/odyssey-agent"
 service_files | while read -r f; do install -m 0755 "$f" "$root/usr/local/etc/qubes-rpc/$(basename "$f")"; done
 echo "odyssey" >"$root/etc/hostname"
+# busybox-static has no cksum applet; the services only compare two checksums, so md5sum does.
+printf '#!/bin/sh\nexec /bin/busybox md5sum "$@"\n' >"$root/bin/cksum"
+chmod 0755 "$root/bin/cksum"
 cat >"$root/init" <<'EOF'
 #!/bin/sh
 # Odyssey guest init: modules, file systems, virtio port names, then the agent forever.
