@@ -144,7 +144,9 @@ class EngineGuiTest : public ::testing::Test {
     auto ls = daemon_->Client().Request({{"op", "ls"}});
     ASSERT_TRUE(ls.ok());
     for (auto& d : (*ls)["domains"]) EXPECT_NE(d["name"], name) << ls->dump();
-    EXPECT_TRUE(probe_->FindByTitlePrefix("[" + name + "]").empty());
+    // The X server drops a dead client's windows when it gets to the closed socket.
+    EXPECT_TRUE(WaitUntil([&] { return probe_->FindByTitlePrefix("[" + name + "]").empty(); },
+                          std::chrono::seconds(30)));
   }
 
   std::unique_ptr<XvfbServer> desktop_;
