@@ -64,8 +64,19 @@ Result<BackendPtr> MakeBackend(const Config& in) {
 #ifdef ODYSSEY_HAVE_HAL
   if (b == "auto") {
     std::string blocked;
-    if (::geteuid() == 0 && (blocked = UnsearchableAncestor(config.state_dir)).empty()) {
-      b = "native:///";
+    // odysseyd creates the socket's folder 0700 unless the socket is meant for others.
+    std::string private_dir;
+    std::string sock_dir = std::filesystem::path(config.socket_path).parent_path().string();
+    if ((config.socket_mode & 0077) == 0 && !sock_dir.empty() &&
+        ::access(sock_dir.c_str(), F_OK) != 0)
+      private_dir = sock_dir;
+    if (::geteuid() == 0 &&
+        (blocked = UnsearchableAncestor(config.state_dir, private_dir)).empty()) {
+      auto hal = MakeHalBackend(config, "native:///");
+      if (hal.ok()) return hal;
+      spdlog::warn("backend auto: the HAL native backend is unavailable ({}); using the process "
+                   "backend", hal.error().message);
+      b = "process";
     } else if (::geteuid() == 0) {
       spdlog::info("backend auto: {} (above the state dir {}) is not searchable by others, so "
                    "the HAL native backend's sandboxes could not reach their state; using the "

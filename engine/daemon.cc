@@ -55,11 +55,22 @@ bool ValidTemplateName(const std::string& s) {
   return true;
 }
 
+// Sets modes only on folders it creates: dir gets mode, missing ancestors 0711 (searchable,
+// not listable: hal/native's mapped ids may have to pass; odysseyd's umask is 077). An
+// existing folder (say /tmp for a socket_path of /tmp/x.sock) keeps its mode.
 Status MkdirP(const std::string& dir, mode_t mode) {
+  std::string d = dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  const std::filesystem::path target(d);
+  std::vector<std::filesystem::path> missing;
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  for (auto p = target; !p.empty() && !std::filesystem::exists(p, ec); p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  std::filesystem::create_directories(target, ec);
   if (ec) return Error{"creating " + dir + ": " + ec.message(), ec.value()};
-  ::chmod(dir.c_str(), mode);
+  for (auto& p : missing) ::chmod(p.c_str(), p == target ? mode : 0711);
   return OkStatus();
 }
 
@@ -151,6 +162,7 @@ class DaemonImpl : public Daemon {
   UniqueFd lock_fd_;
   std::unique_ptr<StateStore> store_;
   BackendPtr backend_;
+  BackendPtr fallback_;  // the process backend behind a HAL one (see PoolManager)
   std::unique_ptr<PoolManager> pools_;
   std::unique_ptr<PolicyGate> policy_;
   std::map<std::string, TemplateRecord> templates_;  // loop thread only
@@ -290,12 +302,22 @@ Status DaemonImpl::Init() {
   auto backend = MakeBackend(config_);
   if (!backend.ok()) return backend.error();
   backend_ = std::move(*backend);
+  if (backend_->name() != "process") {
+    // A template whose members the HAL cannot prepare falls back to the process backend.
+    auto fb = ProcessBackend::Create({config_.stub_path, config_.state_dir, config_.service_path});
+    if (fb.ok()) fallback_ = std::move(*fb);
+    else spdlog::warn("no process backend to fall back to: {}", fb.error().message);
+  }
   policy_ = MakePolicyGate({config_.policy_dir, config_.default_template,
                            [this](const std::string& t) { return templates_.count(t) > 0; }});
 
   // Reconciliation: everything a killed run left behind is destroyed before we serve.
   auto reaped = backend_->ReapLeftovers();
   if (!reaped.ok()) return reaped.error().Wrap("reconciling leftovers");
+  if (fallback_) {
+    auto more = fallback_->ReapLeftovers();
+    if (more.ok()) *reaped += *more;
+  }
   auto closed = store_->MarkAllInterrupted();
   if (!closed.ok()) return closed.error();
   if (*reaped || closed->first || closed->second)
@@ -312,9 +334,11 @@ Status DaemonImpl::Init() {
   }
   StateStore* st = store_.get();
   pools_ = std::make_unique<PoolManager>(
-      backend_.get(), config_.max_domains, [st](const Member& m, const std::string& state) {
+      backend_.get(), config_.max_domains,
+      [st](const Member& m, const std::string& state) {
         (void)st->PutDomain({m.name(), m.template_name(), state, m.handle(), 0});
-      });
+      },
+      fallback_.get());
   for (auto& [name, t] : templates_)
     pools_->Configure({t.name, t.kind, t.root_dir}, PoolTarget(t));
 
@@ -443,7 +467,9 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
     r["version"] = EngineVersion();
     r["protocol"] = kProtocolVersion;
     r["pid"] = ::getpid();
-    r["backend"] = backend_->name();
+    auto [in_use, why] = pools_->BackendOf(config_.default_template);
+    r["backend"] = why.empty() ? in_use : in_use + " (fallback from " + backend_->name() + ")";
+    if (!why.empty()) r["backend_fallback_reason"] = why;
     r["policy"] = policy_->engine_name();
     r["default_template"] = config_.default_template;
     r["your_uid"] = conn->cred().uid;
@@ -533,7 +559,7 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
     json r = OkReply();
     r["pools"] = PoolStatsJson("");
     r["backend"] = backend_->name();
-    r["live_backend_resources"] = backend_->CountLive();
+    r["live_backend_resources"] = backend_->CountLive() + (fallback_ ? fallback_->CountLive() : 0);
     r["in_use"] = pools_->in_use().load();
     r["total_calls"] = total_calls_.load();
     r["uptime_s"] = MsSince(started_) / 1000.0;
@@ -719,16 +745,23 @@ void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallS
     });
   }
   auto gui = AttachGui(ctx->gui, *member, &spec, [ctx] { ctx->Kill("windows closed"); });
+  auto t_call = Clock::now();
   auto code = member->Call(std::move(spec));
   gui.reset();
   double call_ms = MsSince(t0);
+  auto t_end = Clock::now();
   {
     std::lock_guard lock(ctx->mu);
     ctx->member = nullptr;
   }
-  (void)member->Destroy();
-  pools_->in_use()--;
-  (void)store_->SetDomainState(member->name(), "destroyed");
+  const std::string name = member->name();
+  // Destroyed right after the reply, off this path (the pool's tasks; WaitIdle counts it):
+  // the caller has its exit code while the domain is torn down.
+  StateStore* store = store_.get();
+  pools_->Retire(std::move(member), [store, name](double destroy_ms) {
+    (void)store->SetDomainState(name, "destroyed");
+    spdlog::debug("destroyed {} in {:.2f} ms", name, destroy_ms);
+  });
   std::string outcome;
   {
     std::lock_guard lock(ctx->mu);
@@ -739,22 +772,27 @@ void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallS
   });
   json done = OkReply();
   done["event"] = "exit";
-  done["name"] = member->name();
-  done["destroyed"] = true;
+  done["name"] = name;
+  done["destroyed"] = true;  // taken out of service; its teardown is under way (Retire)
   done["outcome"] = outcome;
   done["elapsed_ms"] = call_ms;
+  // Where the time went (benchmarks report it): take from the pool, bookkeeping before the
+  // call, the call itself (thaw, agent, command).
+  auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  done["phases_ms"] = {{"take", prepare_ms}, {"setup", ms(t_call - t0) - prepare_ms},
+                       {"call", ms(t_end - t_call)}};
   if (code.ok()) {
     int c = *code;
     if (outcome == "timeout") c = 124;
     done["code"] = c;
     if (call_id.ok()) (void)store_->EndCall(*call_id, c, outcome);
   } else {
-    done = ErrorReply("call in " + member->name() + " failed: " + code.error().message);
+    done = ErrorReply("call in " + name + " failed: " + code.error().message);
     done["event"] = "exit";
     done["code"] = 125;
     if (call_id.ok()) (void)store_->EndCall(*call_id, std::nullopt, "failed");
   }
-  spdlog::debug("call {} in {}: {} ({:.2f} ms, pool {})", ctx->what, member->name(), outcome,
+  spdlog::debug("call {} in {}: {} ({:.2f} ms, pool {})", ctx->what, name, outcome,
                 call_ms, hit ? "hit" : "miss");
   reply(done);
   finish();
@@ -790,7 +828,8 @@ json DaemonImpl::PoolStatsJson(const std::string& only) {
                    {"preparing", s.preparing}, {"hits", s.hits}, {"misses", s.misses},
                    {"prepared", s.prepared}, {"failures", s.failures},
                    {"memory_bytes", s.memory_bytes}, {"memory_pss_bytes", s.memory_pss_bytes},
-                   {"last_error", s.last_error}});
+                   {"last_error", s.last_error}, {"backend", s.backend},
+                   {"fallback_reason", s.fallback_reason}});
   }
   return arr;
 }

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <string_view>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <spdlog/spdlog.h>
@@ -202,13 +203,19 @@ std::string ShellQuote(const std::vector<std::string>& argv) {
   return out;
 }
 
-std::string UnsearchableAncestor(const std::string& state_dir) {
-  std::string p = state_dir;
-  while (!p.empty() && p.back() == '/') p.pop_back();
+std::string UnsearchableAncestor(const std::string& state_dir, const std::string& private_dir) {
+  auto norm = [](const std::string& s) {
+    std::string n = std::filesystem::path(s).lexically_normal().string();
+    while (n.size() > 1 && n.back() == '/') n.pop_back();
+    return n;
+  };
+  std::string p = norm(state_dir);
+  const std::string priv = private_dir.empty() ? "" : norm(private_dir);
   for (;;) {
     size_t slash = p.rfind('/');
     if (slash == std::string::npos) return "";
     p = slash == 0 ? "/" : p.substr(0, slash);
+    if (!priv.empty() && p == priv) return p;  // made 0700 later (the socket's folder)
     struct stat st {};
     if (::stat(p.c_str(), &st) == 0 && !(st.st_mode & S_IXOTH)) return p;
     if (p == "/") return "";

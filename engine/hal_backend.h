@@ -20,7 +20,9 @@ std::string ShellQuote(const std::vector<std::string>& argv);
 
 // hal/native's sandboxes (mapped ids, never host root) must traverse every ancestor of
 // the state dir: returns the first ancestor that others cannot search, or "" when fine.
-std::string UnsearchableAncestor(const std::string& state_dir);
+// private_dir: a folder odysseyd will make 0700 later (the admin socket's), counted as
+// unsearchable even if it does not exist yet.
+std::string UnsearchableAncestor(const std::string& state_dir, const std::string& private_dir = "");
 
 // The qrexec-agent run in HAL domains: $ODYSSEY_QREXEC_AGENT, else the one built with this tree.
 std::string DefaultAgentPath();

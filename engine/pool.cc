@@ -5,10 +5,15 @@
 #include <chrono>
 #include <random>
 
+#include <spdlog/spdlog.h>
+
 namespace odyssey::engine {
 
-PoolManager::PoolManager(Backend* backend, uint32_t max_members, Observer observer)
-    : backend_(backend), max_members_(max_members), observer_(std::move(observer)) {
+PoolManager::PoolManager(Backend* backend, uint32_t max_members, Observer observer,
+                         Backend* fallback, uint32_t fallback_after)
+    : backend_(backend), fallback_(fallback == backend ? nullptr : fallback),
+      fallback_after_(fallback_after ? fallback_after : 1), max_members_(max_members),
+      observer_(std::move(observer)) {
   // Names must not repeat across daemon restarts (the state store keys on them).
   std::random_device rd;
   counter_ = (static_cast<uint64_t>(rd()) % 9000 + 1000) * 1000;
@@ -27,6 +32,7 @@ uint32_t PoolManager::TotalLocked() const {
 void PoolManager::Configure(const TemplateInfo& tmpl, uint32_t target) {
   std::lock_guard lock(mu_);
   Pool& p = pools_[tmpl.name];
+  if (!p.backend) p.backend = backend_;
   p.tmpl = tmpl;
   p.target = target;
   RefillLocked(p);
@@ -78,6 +84,30 @@ Status PoolManager::SetTarget(const std::string& template_name, uint32_t target)
   return OkStatus();
 }
 
+void PoolManager::PrepareFailedLocked(Pool& pool, Backend* b, const std::string& error) {
+  pool.failures++;
+  pool.consecutive_failures++;
+  pool.last_error = error;
+  if (!fallback_ || b != backend_ || pool.backend != backend_) return;
+  if (pool.tmpl.kind == "vm") return;  // a VM template never runs outside a VM
+  if (++pool.primary_failures < fallback_after_) return;
+  pool.backend = fallback_;
+  pool.consecutive_failures = 0;
+  pool.fallback_reason = backend_->name() + " failed to prepare " +
+                         std::to_string(pool.primary_failures) + " member(s) in a row: " + error;
+  spdlog::warn("template {}: the {} backend failed to prepare {} disposable(s) in a row (last "
+               "error: {}); switching template {} to the {} backend",
+               pool.tmpl.name, backend_->name(), pool.primary_failures, error, pool.tmpl.name,
+               fallback_->name());
+}
+
+std::pair<std::string, std::string> PoolManager::BackendOf(const std::string& template_name) {
+  std::lock_guard lock(mu_);
+  auto it = pools_.find(template_name);
+  if (it == pools_.end() || !it->second.backend) return {backend_->name(), ""};
+  return {it->second.backend->name(), it->second.fallback_reason};
+}
+
 void PoolManager::RefillLocked(Pool& pool) {
   // Stop hammering a template that cannot be prepared; SetTarget() or a Take() retries.
   if (shutdown_ || pool.consecutive_failures >= 3) return;
@@ -86,8 +116,9 @@ void PoolManager::RefillLocked(Pool& pool) {
     inflight_++;
     TemplateInfo tmpl = pool.tmpl;
     std::string name = NextName();
-    tasks_.run([this, tmpl, name] {
-      auto member = backend_->Prepare(tmpl, name);
+    Backend* b = pool.backend;
+    tasks_.run([this, tmpl, name, b] {
+      auto member = b->Prepare(tmpl, name);
       if (member.ok() && observer_) observer_(**member, "ready");
       MemberPtr doomed;
       {
@@ -97,12 +128,13 @@ void PoolManager::RefillLocked(Pool& pool) {
           Pool& p = it->second;
           p.preparing--;
           if (!member.ok()) {
-            p.failures++;
-            p.consecutive_failures++;
-            p.last_error = member.error().message;
+            Backend* before = p.backend;
+            PrepareFailedLocked(p, b, member.error().message);
+            if (p.backend != before) RefillLocked(p);  // refill from the fallback now
           } else {
             p.prepared++;
             p.consecutive_failures = 0;
+            if (b == backend_) p.primary_failures = 0;
             if (!shutdown_ && p.ready.size() < p.target) {
               p.ready.push_back(std::move(*member));
             } else {
@@ -127,6 +159,7 @@ void PoolManager::RefillLocked(Pool& pool) {
 
 Result<MemberPtr> PoolManager::Take(const std::string& template_name, bool* hit) {
   TemplateInfo tmpl;
+  Backend* b = nullptr;
   {
     std::lock_guard lock(mu_);
     auto it = pools_.find(template_name);
@@ -136,12 +169,13 @@ Result<MemberPtr> PoolManager::Take(const std::string& template_name, bool* hit)
                        "`odyssey template add`)", ENOENT};
     Pool& p = it->second;
     p.consecutive_failures = 0;
+    if (!p.backend) p.backend = backend_;
     if (!p.ready.empty()) {
       MemberPtr m = std::move(p.ready.front());
       p.ready.pop_front();
       p.hits++;
       in_use_++;
-      RefillLocked(p);
+      if (p.ready.empty()) RefillLocked(p);  // else when the member is retired
       *hit = true;
       return m;
     }
@@ -151,12 +185,51 @@ Result<MemberPtr> PoolManager::Take(const std::string& template_name, bool* hit)
     p.misses++;
     in_use_++;
     tmpl = p.tmpl;
+    b = p.backend;
     RefillLocked(p);
   }
   *hit = false;
-  auto m = backend_->Prepare(tmpl, NextName());
+  auto m = b->Prepare(tmpl, NextName());
+  if (!m.ok() && fallback_ && b == backend_ && tmpl.kind != "vm") {
+    {
+      std::lock_guard lock(mu_);
+      auto it = pools_.find(template_name);
+      if (it != pools_.end()) {
+        Backend* before = it->second.backend;
+        PrepareFailedLocked(it->second, b, m.error().message);
+        if (it->second.backend != before) RefillLocked(it->second);
+      }
+    }
+    // This call is not failed for the primary's trouble: it runs on the fallback.
+    spdlog::info("template {}: {} could not prepare a disposable ({}); this call uses the {} "
+                 "backend", template_name, backend_->name(), m.error().message, fallback_->name());
+    m = fallback_->Prepare(tmpl, NextName());
+  }
   if (!m.ok()) in_use_--;
   return m;
+}
+
+void PoolManager::Retire(MemberPtr member, std::function<void(double)> done) {
+  std::shared_ptr<Member> m(member.release());
+  std::lock_guard lock(mu_);
+  inflight_++;
+  auto it = pools_.find(m->template_name());
+  if (it != pools_.end()) RefillLocked(it->second);
+  tasks_.run([this, m, done = std::move(done)] {
+    auto t0 = std::chrono::steady_clock::now();
+    (void)m->Destroy();
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    in_use_--;
+    if (done) done(ms);
+    {
+      std::lock_guard l(mu_);
+      // A refill that max_members held back while this member still counted.
+      auto p = pools_.find(m->template_name());
+      if (p != pools_.end()) RefillLocked(p->second);
+      inflight_--;
+    }
+    idle_cv_.notify_all();
+  });
 }
 
 std::vector<PoolStats> PoolManager::Stats() {
@@ -173,6 +246,8 @@ std::vector<PoolStats> PoolManager::Stats() {
     s.prepared = p.prepared;
     s.failures = p.failures;
     s.last_error = p.last_error;
+    s.backend = (p.backend ? p.backend : backend_)->name();
+    s.fallback_reason = p.fallback_reason;
     for (auto& m : p.ready) {
       MemberUsage u = m->Usage();
       s.memory_bytes += u.memory_bytes;

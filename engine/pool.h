@@ -28,13 +28,19 @@ struct PoolStats {
   uint64_t hits = 0, misses = 0, prepared = 0, failures = 0;
   uint64_t memory_bytes = 0, memory_pss_bytes = 0;  // ready members only
   std::string last_error;
+  std::string backend;          // the backend this template's members come from now
+  std::string fallback_reason;  // why it was switched to the fallback ("" = not switched)
 };
 
 class PoolManager {
  public:
   // Called (from any thread) when a member is prepared or destroyed, for the state store.
   using Observer = std::function<void(const Member&, const std::string& state)>;
-  PoolManager(Backend* backend, uint32_t max_members, Observer observer);
+  // fallback (may be null): where a template goes once backend failed to prepare
+  // fallback_after members in a row (e.g. hal/native cannot reach its state dir); a miss
+  // whose preparation fails on backend is retried on fallback at once.
+  PoolManager(Backend* backend, uint32_t max_members, Observer observer,
+              Backend* fallback = nullptr, uint32_t fallback_after = 3);
   ~PoolManager();  // Shutdown()
 
   // Declares a template (target size). Starts filling.
@@ -43,13 +49,21 @@ class PoolManager {
   void Remove(const std::string& template_name);
   bool Has(const std::string& template_name);
   Status SetTarget(const std::string& template_name, uint32_t target);
-  // A ready member (hit) or a freshly prepared one (miss). Schedules a refill either way.
+  // A ready member (hit) or a freshly prepared one (miss). Schedules a refill at once on a
+  // miss or when the pool ran empty; otherwise when the member is retired (so preparing its
+  // successor does not compete with the call for the CPU).
   Result<MemberPtr> Take(const std::string& template_name, bool* hit);
+  // Ends a member that Take() handed out: refills its pool, destroys the member on the
+  // pool's tasks (off the caller's thread; WaitIdle() waits for it; it stays counted against
+  // max_members until gone), then runs done(destroy_ms).
+  void Retire(MemberPtr member, std::function<void(double destroy_ms)> done);
   std::vector<PoolStats> Stats();
   // Blocks until no preparation is in flight (tests, shutdown).
   void WaitIdle();
   // Stops refilling and destroys every ready member.
   void Shutdown();
+  // The backend a template's members come from now, and why it fell back ("" if not).
+  std::pair<std::string, std::string> BackendOf(const std::string& template_name);
   // Names of ready members (for `odyssey ls`).
   std::vector<std::pair<std::string, std::string>> ReadyMembers();
   // Destroys a ready member by name; false if there is none.
@@ -60,6 +74,9 @@ class PoolManager {
  private:
   struct Pool {
     TemplateInfo tmpl;
+    Backend* backend = nullptr;  // backend_ until it fell back to fallback_
+    uint32_t primary_failures = 0;  // consecutive failed prepares on backend_
+    std::string fallback_reason;
     uint32_t target = 0;
     std::deque<MemberPtr> ready;
     uint32_t preparing = 0;
@@ -70,9 +87,13 @@ class PoolManager {
   };
   std::string NextName();
   void RefillLocked(Pool& pool);  // mu_ held
+  // Counts a failed prepare on b; switches the pool to fallback_ at the threshold. mu_ held.
+  void PrepareFailedLocked(Pool& pool, Backend* b, const std::string& error);
   uint32_t TotalLocked() const;
 
   Backend* backend_;
+  Backend* fallback_;
+  uint32_t fallback_after_;
   uint32_t max_members_;
   Observer observer_;
   std::mutex mu_;

@@ -1,13 +1,17 @@
-// Engine latency benchmarks against a real odysseyd (process backend, hermetic temp dirs):
+// Engine latency benchmarks against a real odysseyd (hermetic temp dirs; backend "auto", i.e.
+// hal/native as root, else the process backend; $ODYSSEY_BENCH_BACKEND overrides):
 // pool hit from request to the first stdout byte of `echo` and to the exit code of `true`,
 // the same through the odyssey CLI binary, pool miss (cold), sustained disposables/s with
 // refilling, and `bwrap --unshare-all --ro-bind / / true` as the baseline in the same run.
-// Each benchmark reports p50/p90/p99 in ms as counters. Benchmarks measure; they never assert.
+// Each benchmark reports p50/p90/p99 in ms as counters, and d_*_ms: the daemon's own medians
+// of where a call's time went (take, setup, call). Benchmarks measure; they never assert.
 #include <benchmark/benchmark.h>
 #include <poll.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 
 #include "tests/engine/engine_test_util.h"
@@ -20,14 +24,25 @@ using json = nlohmann::json;
 using odyssey::engine::testing::RunProgram;
 using odyssey::engine::testing::TestDaemon;
 
+// $ODYSSEY_BENCH_BACKEND: "auto" (default: hal native:/// as root, else process),
+// "process" or a HAL URI.
+std::string BenchBackend() {
+  const char* e = std::getenv("ODYSSEY_BENCH_BACKEND");
+  return e && *e ? e : "auto";
+}
+
 TestDaemon* Daemon() {
   static std::unique_ptr<TestDaemon> d = [] {
     auto t = std::make_unique<TestDaemon>(std::map<std::string, std::string>{
-        {"pool_size", "4"}, {"log_level", "warn"}});
+        {"pool_size", "4"}, {"log_level", "warn"}, {"backend", BenchBackend()}});
+    ::chmod(t->dir().c_str(), 0711);  // hal/native's mapped ids traverse it
     if (!t->Start()) {
       std::fprintf(stderr, "engine_bench: odysseyd did not start:\n%s\n", t->Log().c_str());
       std::abort();
     }
+    auto ping = t->Client().Request({{"op", "ping"}});
+    std::fprintf(stderr, "engine_bench: odysseyd on backend %s\n",
+                 ping.ok() ? (*ping).value("backend", "?").c_str() : "?");
     return t;
   }();
   return d.get();
@@ -47,8 +62,26 @@ void Percentiles(benchmark::State& state, std::vector<double>& ms) {
   state.counters["p99_ms"] = at(0.99);
 }
 
+// The daemon's own breakdown of each call (exit event's phases_ms), medians as counters.
+struct Phases {
+  std::map<std::string, std::vector<double>> ms;
+  void Add(const json& exit) {
+    if (!exit.contains("phases_ms") || !exit["phases_ms"].is_object()) return;
+    for (auto& [k, v] : exit["phases_ms"].items())
+      if (v.is_number()) ms[k].push_back(v.get<double>());
+  }
+  void Report(benchmark::State& state) {
+    for (auto& [k, v] : ms) {
+      if (v.empty()) continue;
+      std::sort(v.begin(), v.end());
+      state.counters["d_" + k + "_ms"] = v[v.size() / 2];
+    }
+  }
+};
+
 // One call; returns ms to the first stdout byte (first_byte) or to the exit reply.
-double OneCall(AdminClient& c, const std::vector<std::string>& argv, bool first_byte) {
+double OneCall(AdminClient& c, const std::vector<std::string>& argv, bool first_byte,
+               Phases* phases = nullptr) {
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) std::abort();
   UniqueFd r(out[0]), w(out[1]);
@@ -66,7 +99,10 @@ double OneCall(AdminClient& c, const std::vector<std::string>& argv, bool first_
   for (;;) {
     auto reply = c.Receive();
     if (!reply.ok()) std::abort();
-    if ((*reply).value("event", "") == "exit" || !(*reply).value("ok", false)) break;
+    if ((*reply).value("event", "") == "exit" || !(*reply).value("ok", false)) {
+      if (phases) phases->Add(*reply);
+      break;
+    }
   }
   if (!first_byte) result = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   return result;
@@ -76,13 +112,15 @@ void BM_PoolHit_EchoFirstByte(benchmark::State& state) {
   auto c = Daemon()->Client();
   SetPool(c, 4);
   std::vector<double> ms;
+  Phases phases;
   for (auto _ : state) {
     WaitPool(c);  // untimed: every iteration is a pool hit
-    double v = OneCall(c, {"echo", "hi"}, true);
+    double v = OneCall(c, {"echo", "hi"}, true, &phases);
     state.SetIterationTime(v / 1000);
     ms.push_back(v);
   }
   Percentiles(state, ms);
+  phases.Report(state);
 }
 BENCHMARK(BM_PoolHit_EchoFirstByte)->UseManualTime()->Iterations(200)->Unit(benchmark::kMillisecond);
 
@@ -90,13 +128,15 @@ void BM_PoolHit_TrueExitCode(benchmark::State& state) {
   auto c = Daemon()->Client();
   SetPool(c, 4);
   std::vector<double> ms;
+  Phases phases;
   for (auto _ : state) {
     WaitPool(c);
-    double v = OneCall(c, {"true"}, false);
+    double v = OneCall(c, {"true"}, false, &phases);
     state.SetIterationTime(v / 1000);
     ms.push_back(v);
   }
   Percentiles(state, ms);
+  phases.Report(state);
 }
 BENCHMARK(BM_PoolHit_TrueExitCode)->UseManualTime()->Iterations(200)->Unit(benchmark::kMillisecond);
 
@@ -122,13 +162,15 @@ void BM_PoolMiss_ColdTrue(benchmark::State& state) {
   auto c = Daemon()->Client();
   SetPool(c, 0);
   std::vector<double> ms;
+  Phases phases;
   for (auto _ : state) {
-    double v = OneCall(c, {"true"}, false);
+    double v = OneCall(c, {"true"}, false, &phases);
     state.SetIterationTime(v / 1000);
     ms.push_back(v);
   }
   SetPool(c, 4);
   Percentiles(state, ms);
+  phases.Report(state);
 }
 BENCHMARK(BM_PoolMiss_ColdTrue)->UseManualTime()->Iterations(100)->Unit(benchmark::kMillisecond);
 

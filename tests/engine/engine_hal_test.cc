@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
 
 #include "engine/hal_backend.h"
@@ -93,6 +94,79 @@ TEST_F(EngineHalTest, OpenFileAndUrlThroughTheHalBackend) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("qubes.OpenInVM in disp"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("received my_report.txt (6 bytes)"), std::string::npos) << r.err;
+}
+
+TEST(HalBackendTest, UnsearchableAncestorForeseesThePrivateSocketFolder) {
+  std::string dir = MakeTempDir("ancestor");
+  ::chmod(dir.c_str(), 0711);
+  EXPECT_EQ(UnsearchableAncestor(dir + "/state"), "");
+  // The socket's folder does not exist yet; odysseyd will create it 0700.
+  EXPECT_EQ(UnsearchableAncestor(dir + "/run/state", dir + "/run"), dir + "/run");
+  EXPECT_EQ(UnsearchableAncestor(dir + "//run/./state/", dir + "/run/"), dir + "/run");
+  EXPECT_EQ(UnsearchableAncestor(dir + "/state", dir + "/run"), "");
+  ::chmod(dir.c_str(), 0700);
+  EXPECT_EQ(UnsearchableAncestor(dir + "/state"), dir);
+  std::filesystem::remove_all(dir);
+}
+
+// backend native:/// but the daemon's folder is 0700: hal/native's mapped ids cannot reach
+// the state dir, every prepare fails. The daemon notices, says why, and the template runs on
+// the process backend instead of failing each call.
+TEST_F(EngineHalTest, FallsBackToTheProcessBackendWhenTheHalCannotPrepare) {
+  TestDaemon d(Conf{{"backend", "native:///"}, {"pool_size", "2"}});
+  ASSERT_EQ(::chmod(d.dir().c_str(), 0700), 0);
+  ASSERT_TRUE(d.Start()) << d.Log();
+  auto r = d.Cli({"run", "--", "echo", "hi"});
+  EXPECT_EQ(r.exit_code, 0) << r.err << d.Log();
+  EXPECT_EQ(r.out, "hi\n");
+  // The switch happens after 3 failed prepares (2 refills + the miss above at the latest).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  nlohmann::json pools;
+  do {
+    pools = d.PoolWait();
+    if (pools["pools"][0]["backend"] == "process") break;
+    ::usleep(20000);
+  } while (std::chrono::steady_clock::now() < deadline);
+  ASSERT_EQ(pools["pools"][0]["backend"], "process") << pools.dump() << d.Log();
+  EXPECT_NE(pools["pools"][0]["fallback_reason"].get<std::string>().find("hal native:///"),
+            std::string::npos) << pools.dump();
+  EXPECT_EQ(pools["pools"][0]["ready"], 2) << pools.dump();
+  std::string log = d.Log();
+  EXPECT_NE(log.find("switching template host to the process backend"), std::string::npos) << log;
+  EXPECT_NE(log.find("failed to prepare"), std::string::npos) << log;
+  auto ping = d.Client().Request({{"op", "ping"}}).value();
+  EXPECT_EQ(ping["backend"], "process (fallback from hal native:///)") << ping.dump();
+  EXPECT_FALSE(ping.value("backend_fallback_reason", "").empty()) << ping.dump();
+  auto cli = d.Cli({"ping"});
+  EXPECT_NE(cli.out.find("on backend process (fallback from hal native:///)"), std::string::npos)
+      << cli.out;
+  // Calls keep working, as pool hits from the process backend.
+  for (int i = 0; i < 3; ++i) {
+    r = d.Cli({"run", "--", "sh", "-c", "hostname"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out.compare(0, 4, "disp"), 0) << r.out;
+  }
+  d.PoolWait();
+  EXPECT_EQ(d.CountHelpers(), 2);
+  EXPECT_EQ(d.Stop(), 0) << d.Log();
+  EXPECT_EQ(d.CountHelpers(), 0);
+}
+
+// The state dir inside the admin socket's folder (what demo.sh used to do) still gets the HAL.
+TEST_F(EngineHalTest, StateDirInsideTheSocketFolderRunsOnTheHal) {
+  std::string dir = MakeTempDir("sockstate");
+  ::chmod(dir.c_str(), 0711);
+  TestDaemon d(Conf{{"backend", "auto"}, {"socket_path", dir + "/priv/odysseyd.sock"},
+                    {"state_dir", dir + "/priv/state"}, {"pool_size", "1"}},
+               dir);
+  ASSERT_TRUE(d.Start()) << d.Log();
+  auto pools = d.PoolWait();
+  EXPECT_EQ(pools["pools"][0]["backend"], "hal native:///") << pools.dump() << d.Log();
+  EXPECT_EQ(pools["pools"][0]["failures"], 0) << pools.dump();
+  auto r = d.Cli({"run", "--", "echo", "on-hal"});
+  EXPECT_EQ(r.out, "on-hal\n") << r.err << d.Log();
+  auto ping = d.Client().Request({{"op", "ping"}}).value();
+  EXPECT_EQ(ping["backend"], "hal native:///") << ping.dump();
 }
 
 TEST_F(EngineHalTest, Kill9LeftoversAreReconciled) {

@@ -106,8 +106,8 @@ class TestDaemon {
   explicit TestDaemon(Conf config = {}, std::string dir = "")
       : dir_(dir.empty() ? MakeTempDir("engine") : dir), config_(std::move(config)) {
     std::filesystem::create_directories(dir_ + "/run");
-    socket_ = dir_ + "/run/odysseyd.sock";
-    state_ = dir_ + "/state";
+    socket_ = config_.count("socket_path") ? config_["socket_path"] : dir_ + "/run/odysseyd.sock";
+    state_ = config_.count("state_dir") ? config_["state_dir"] : dir_ + "/state";
     std::map<std::string, std::string> c = {
         {"socket_path", socket_},
         {"state_dir", state_},
