@@ -107,7 +107,11 @@ Result<CallOutcome> CallService(DisposableRunner& runner, const Target& target,
   out_ours.reset();  // hang up: a service still writing gets EPIPE and ends
   feed_thread.join();
   run_thread.join();
-  if (!run_result.ok()) return run_result.error().Wrap("calling " + service + " in " + target.Describe());
+  // When the consumer rejected the output and hung up, the call usually ends in an error
+  // (the engine abandons a call whose stdout reader went away): the rejection is the news.
+  if (!run_result.ok() && outcome.stdout_status.ok())
+    return run_result.error().Wrap("calling " + service + " in " + target.Describe());
+  if (!run_result.ok()) return outcome;
   outcome.exit_code = run_result.value();
   return outcome;
 }

@@ -22,7 +22,7 @@ struct CallIo {
 
 // How a call ended: the service's exit code and what each side of this process reported.
 struct CallOutcome {
-  int exit_code = -1;
+  int exit_code = -1;    // -1 when the call was abandoned after the consumer rejected it
   Status stdin_status;   // errors writing stdin (a service that stops reading is not one)
   Status stdout_status;  // the consumer's verdict on the untrusted output
 };

@@ -275,7 +275,18 @@ Result<int> RunCallerSide(MessageStream& s, uint32_t version, const CallerFds& f
       if (fds.close_on_eof) ::close(fd);
       continue;
     }
-    if (!WriteAll(fd, m->untrusted_body.data(), m->untrusted_body.size()).ok()) open = false;
+    auto wrote = WriteAll(fd, m->untrusted_body.data(), m->untrusted_body.size());
+    if (!wrote.ok()) {
+      open = false;
+      // Like `yes | head`: when the caller stops reading the service's stdout, the call is
+      // abandoned instead of draining an endless stream forever.
+      if (is_out) {
+        result = Error{"the caller closed its end of the service's stdout (" +
+                           wrote.error().message + "); call abandoned",
+                       EPIPE};
+        break;
+      }
+    }
   }
   if (pump.joinable()) {
     char c = 1;
