@@ -48,6 +48,13 @@ TestDaemon* Daemon() {
   return d.get();
 }
 
+// Iteration count, capped by $ODYSSEY_BENCH_MAX_ITERATIONS (bench/report.sh --quick).
+int Iters(int n) {
+  const char* e = std::getenv("ODYSSEY_BENCH_MAX_ITERATIONS");
+  int cap = e && *e ? std::atoi(e) : 0;
+  return cap > 0 ? std::min(n, cap) : n;
+}
+
 void SetPool(AdminClient& c, int size) {
   (void)c.Request({{"op", "pool"}, {"template", "host"}, {"size", size}, {"wait", true}});
 }
@@ -122,7 +129,7 @@ void BM_PoolHit_EchoFirstByte(benchmark::State& state) {
   Percentiles(state, ms);
   phases.Report(state);
 }
-BENCHMARK(BM_PoolHit_EchoFirstByte)->UseManualTime()->Iterations(200)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PoolHit_EchoFirstByte)->UseManualTime()->Iterations(Iters(200))->Unit(benchmark::kMillisecond);
 
 void BM_PoolHit_TrueExitCode(benchmark::State& state) {
   auto c = Daemon()->Client();
@@ -138,7 +145,7 @@ void BM_PoolHit_TrueExitCode(benchmark::State& state) {
   Percentiles(state, ms);
   phases.Report(state);
 }
-BENCHMARK(BM_PoolHit_TrueExitCode)->UseManualTime()->Iterations(200)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PoolHit_TrueExitCode)->UseManualTime()->Iterations(Iters(200))->Unit(benchmark::kMillisecond);
 
 // The whole CLI: exec `odyssey run -- true` (process start, connect, request, exit code).
 void BM_PoolHit_CliTrue(benchmark::State& state) {
@@ -156,7 +163,7 @@ void BM_PoolHit_CliTrue(benchmark::State& state) {
   }
   Percentiles(state, ms);
 }
-BENCHMARK(BM_PoolHit_CliTrue)->UseManualTime()->Iterations(50)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PoolHit_CliTrue)->UseManualTime()->Iterations(Iters(50))->Unit(benchmark::kMillisecond);
 
 void BM_PoolMiss_ColdTrue(benchmark::State& state) {
   auto c = Daemon()->Client();
@@ -172,7 +179,7 @@ void BM_PoolMiss_ColdTrue(benchmark::State& state) {
   Percentiles(state, ms);
   phases.Report(state);
 }
-BENCHMARK(BM_PoolMiss_ColdTrue)->UseManualTime()->Iterations(100)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_PoolMiss_ColdTrue)->UseManualTime()->Iterations(Iters(100))->Unit(benchmark::kMillisecond);
 
 // Back to back from 2 clients while the pool refills in the background.
 void BM_Sustained_DisposablesPerSecond(benchmark::State& state) {
@@ -195,7 +202,7 @@ void BM_Sustained_DisposablesPerSecond(benchmark::State& state) {
   state.counters["pool_misses"] = p["pools"][0]["misses"].get<double>();
   SetPool(c0, 4);
 }
-BENCHMARK(BM_Sustained_DisposablesPerSecond)->UseManualTime()->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Sustained_DisposablesPerSecond)->UseManualTime()->Iterations(Iters(3))->Unit(benchmark::kMillisecond);
 
 void BM_Baseline_BwrapTrue(benchmark::State& state) {
   if (::access("/usr/bin/bwrap", X_OK) != 0) {
@@ -213,7 +220,7 @@ void BM_Baseline_BwrapTrue(benchmark::State& state) {
   }
   Percentiles(state, ms);
 }
-BENCHMARK(BM_Baseline_BwrapTrue)->UseManualTime()->Iterations(100)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Baseline_BwrapTrue)->UseManualTime()->Iterations(Iters(100))->Unit(benchmark::kMillisecond);
 
 }  // namespace
 }  // namespace odyssey::engine::bench

@@ -6,10 +6,14 @@
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <map>
 #include <thread>
+#include <vector>
 
 #include "hal/libvirt/libvirt_hypervisor.h"
 #include "tests/vm/vm_env.h"
@@ -55,6 +59,23 @@ void Record(const std::string& name, double total_ms, int64_t n) {
   if (n > 0) g_mean_ms[name] = total_ms / static_cast<double>(n);
 }
 
+// Iteration count, capped by $ODYSSEY_BENCH_MAX_ITERATIONS (bench/report.sh --quick).
+int Iters(int n) {
+  const char* e = std::getenv("ODYSSEY_BENCH_MAX_ITERATIONS");
+  int cap = e && *e ? std::atoi(e) : 0;
+  return cap > 0 ? std::min(n, cap) : n;
+}
+
+// p50/p90/p99 of the timed iterations in ms, as counters (read by bench/report.sh).
+void Percentiles(benchmark::State& state, std::vector<double> ms) {
+  if (ms.empty()) return;
+  std::sort(ms.begin(), ms.end());
+  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * ms.size()))]; };
+  state.counters["p50_ms"] = at(0.50);
+  state.counters["p90_ms"] = at(0.90);
+  state.counters["p99_ms"] = at(0.99);
+}
+
 double Ms(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
@@ -63,6 +84,7 @@ void BM_ColdBootToHello(benchmark::State& state) {
   if (!Ready(state)) return;
   VmEnv& env = VmEnv::Get();
   double total = 0;
+  std::vector<double> samples;
   for (auto _ : state) {
     auto t0 = Clock::now();
     hal::DomainSpec spec;
@@ -77,18 +99,21 @@ void BM_ColdBootToHello(benchmark::State& state) {
     auto t1 = Clock::now();
     state.PauseTiming();
     total += Ms(t0, t1);
+    samples.push_back(Ms(t0, t1));
     (void)(*dom)->Destroy();
     if (!fd.ok()) state.SkipWithError(fd.error().message.c_str());
     state.ResumeTiming();
   }
+  Percentiles(state, samples);
   Record("cold_boot_to_hello", total, state.iterations());
 }
-BENCHMARK(BM_ColdBootToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+BENCHMARK(BM_ColdBootToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(Iters(2));
 
 // Template snapshot -> paused clone (per-clone image copy + virDomainRestoreFlags).
 void BM_RestorePaused(benchmark::State& state) {
   if (!Ready(state)) return;
   double total = 0;
+  std::vector<double> samples;
   for (auto _ : state) {
     auto t0 = Clock::now();
     auto dom = Clone(state, "brest");
@@ -96,19 +121,22 @@ void BM_RestorePaused(benchmark::State& state) {
     if (!dom) break;
     state.PauseTiming();
     total += Ms(t0, t1);
+    samples.push_back(Ms(t0, t1));
     auto stats = dom->Stats();
     if (stats.ok()) state.counters["pss_MiB"] = static_cast<double>(stats->memory_pss_bytes) / (1 << 20);
     (void)dom->Destroy();
     state.ResumeTiming();
   }
+  Percentiles(state, samples);
   Record("restore_paused", total, state.iterations());
 }
-BENCHMARK(BM_RestorePaused)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+BENCHMARK(BM_RestorePaused)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(Iters(5));
 
 void BM_RestoreToHello(benchmark::State& state) {
   if (!Ready(state)) return;
   VmEnv& env = VmEnv::Get();
   double total = 0;
+  std::vector<double> samples;
   for (auto _ : state) {
     auto t0 = Clock::now();
     auto dom = Clone(state, "brh");
@@ -118,13 +146,15 @@ void BM_RestoreToHello(benchmark::State& state) {
     auto t1 = Clock::now();
     state.PauseTiming();
     total += Ms(t0, t1);
+    samples.push_back(Ms(t0, t1));
     (void)dom->Destroy();
     if (!resumed.ok() || !fd.ok()) state.SkipWithError("restore to hello failed");
     state.ResumeTiming();
   }
+  Percentiles(state, samples);
   Record("restore_to_hello", total, state.iterations());
 }
-BENCHMARK(BM_RestoreToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+BENCHMARK(BM_RestoreToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(Iters(5));
 
 // A pool hit as the engine makes it: the clone was restored, resumed, its agent connection
 // opened (HELLO exchanged) and paused again beforehand (untimed). Timed: Resume + the first
@@ -133,6 +163,7 @@ void BM_PoolHit(benchmark::State& state) {
   if (!Ready(state)) return;
   const bool full_call = state.range(0) == 1;
   double total = 0;
+  std::vector<double> samples;
   for (auto _ : state) {
     state.PauseTiming();
     auto dom = Clone(state, "bpool");
@@ -171,14 +202,16 @@ void BM_PoolHit(benchmark::State& state) {
     bool ok = resumed.ok() && code.ok() && *code == 0 && first != Clock::time_point{};
     state.PauseTiming();
     total += Ms(t0, full_call ? t_done : first);
+    samples.push_back(Ms(t0, full_call ? t_done : first));
     (*conn)->Close();
     (void)dom->Destroy();
     if (!ok) state.SkipWithError("pool hit failed");
     state.ResumeTiming();
   }
+  Percentiles(state, samples);
   Record(full_call ? "pool_hit_call" : "pool_hit_first_byte", total, state.iterations());
 }
-BENCHMARK(BM_PoolHit)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+BENCHMARK(BM_PoolHit)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(Iters(10));
 
 }  // namespace
 }  // namespace odyssey::testing_vm
@@ -195,6 +228,12 @@ int main(int argc, char** argv) {
     std::printf("vm_bench: pool hit is %.0fx faster than cold boot to HELLO\n", cold->second / hit->second);
   }
   if (auto* env = odyssey::testing_vm::VmEnv::IfCreated()) {
+    std::string accel;  // written by the template's accelerator probe (kvm or tcg)
+    if (env->skip_reason().empty() && env->setup_error().empty()) {
+      std::ifstream in(env->hv().options().snapshot_dir + "/odyssey-test.accel");
+      std::getline(in, accel);
+    }
+    std::printf("vm_bench: accelerator %s\n", accel.empty() ? "unknown" : accel.c_str());
     env->Cleanup();
     std::string cmd = "rm -rf '" + env->state_dir() + "'";
     if (!env->state_dir().empty()) (void)std::system(cmd.c_str());

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Aggregates bench/report.sh's Google Benchmark JSON files into the table, results.csv,
+report.md and the gnuplot data file. Stdlib only.
+
+usage: aggregate.py OUT_DIR META_JSON
+META_JSON: {"rows": [{"key", "label", "json", "bench", "skip"}], "machine": {...}, "command": "..."}
+Each benchmark reports p50_ms/p90_ms/p99_ms counters computed from its per-iteration times
+(engine_bench, vm_bench); a row without them falls back to the per-iteration mean (p50 only).
+Exit status 1 when a benchmark that ran reported an error (error_occurred)."""
+import csv
+import json
+import os
+import sys
+
+
+def load_row(row):
+    """Returns (p50, p90, p99, iterations, note, errored)."""
+    if row.get("skip"):
+        return None, None, None, 0, row["skip"], False
+    path = row["json"]
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return None, None, None, 0, f"no output from {row['bench']}", True
+    try:
+        data = json.load(open(path))
+    except ValueError as e:
+        return None, None, None, 0, f"unreadable JSON from {row['bench']}: {e}", True
+    for b in data.get("benchmarks", []):
+        if b.get("name", "").split("/iterations")[0] != row["bench"]:
+            continue
+        if b.get("error_occurred"):
+            msg = b.get("error_message", "error")
+            # An unusable environment (no QEMU/libvirt) is a skip, not a failure.
+            env_skip = row.get("env_skip_ok", False) and "not installed" in msg
+            return None, None, None, 0, f"{'skipped' if env_skip else 'ERROR'}: {msg}", not env_skip
+        if "p50_ms" in b:
+            return b["p50_ms"], b.get("p90_ms"), b.get("p99_ms"), b.get("iterations", 0), "", False
+        unit = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b.get("time_unit", "ns")]
+        return b["real_time"] * unit, None, None, b.get("iterations", 0), "mean only", False
+    return None, None, None, 0, f"{row['bench']} missing from {os.path.basename(path)}", True
+
+
+def fmt(v):
+    return "n/a" if v is None else (f"{v:.2f}" if v < 100 else f"{v:.0f}")
+
+
+def main():
+    out, meta_path = sys.argv[1], sys.argv[2]
+    meta = json.load(open(meta_path))
+    results, failed = [], False
+    for row in meta["rows"]:
+        p50, p90, p99, iters, note, errored = load_row(row)
+        failed |= errored
+        results.append(dict(row, p50=p50, p90=p90, p99=p99, iters=iters, note=note))
+    base = next((r["p50"] for r in results if r["key"] == "bwrap_cold"), None)
+    for r in results:
+        r["ratio"] = (r["p50"] / base) if (base and r["p50"]) else None
+
+    header = f"{'scenario':34} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'n':>4} {'x bwrap':>8}  note"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"{r['label']:34} {fmt(r['p50']):>9} {fmt(r['p90']):>9} {fmt(r['p99']):>9} "
+                     f"{r['iters']:>4} {ratio:>8}  {r['note']}")
+    print("\n".join(lines))
+
+    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key", "scenario", "benchmark", "p50_ms", "p90_ms", "p99_ms", "iterations",
+                    "ratio_p50_to_bwrap", "note"])
+        for r in results:
+            w.writerow([r["key"], r["label"], r["bench"], r["p50"], r["p90"], r["p99"], r["iters"],
+                        r["ratio"], r["note"]])
+
+    with open(os.path.join(out, "latency.dat"), "w") as f:
+        for r in results:
+            if r["p50"]:
+                f.write(f"\"{r['label']}\" {r['p50']} {r['p90'] or r['p50']} {r['p99'] or r['p50']}\n")
+
+    m = meta["machine"]
+    md = ["# Odyssey startup latency report", "",
+          f"Command: `{meta['command']}`  ", f"Date: {m['date']}  ",
+          f"Machine: {m['nproc']} CPUs, {m['model']}, kernel {m['kernel']}, load average "
+          f"{m['loadavg']} (at start)  ",
+          f"Build: `{m['build']}` ({m['build_type']}); QEMU accelerator: {m['accel']}  ",
+          f"Mode: {'quick (CI: few iterations, timings indicative only)' if m['quick'] else 'full'}", "",
+          "| scenario | p50 ms | p90 ms | p99 ms | n | p50 / bwrap p50 | note |",
+          "|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        md.append(f"| {r['label']} | {fmt(r['p50'])} | {fmt(r['p90'])} | {fmt(r['p99'])} | "
+                  f"{r['iters']} | {ratio} | {r['note']} |")
+    md += ["", "How the figures are computed: p50/p90/p99 are nearest-rank percentiles over the "
+           "per-iteration wall times of one benchmark run (n iterations), reported as counters "
+           "by the benchmark binaries themselves (engine_bench, vm_bench). With few iterations "
+           "p90/p99 are the slowest samples, not stable tail estimates.", "",
+           "Scenarios: native rows go through a real odysseyd on its default backend "
+           "(hal native:/// as root) from the request to the first byte of `echo hi` (pool hit) "
+           "or to the exit of `true` (pool miss, cold). bwrap: `bwrap --unshare-all --ro-bind / / "
+           "true`, spawn to exit, in the same run (the baseline; ratio < 1 is faster than bwrap). "
+           "QEMU rows come from vm_bench at the HAL level (libvirt embedded QEMU, no daemon): pool "
+           "hit = resume of a paused clone whose agent said HELLO to the first byte of a "
+           "`uname -r` call; restore = template snapshot to the agent's HELLO; cold boot = boot "
+           "to HELLO.", "", "![latency](latency.png)", ""]
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write("\n".join(md))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
