@@ -48,7 +48,7 @@ for b in "$engine" "$vm"; do
   [[ -x "$b" ]] || { echo "report.sh: $b is missing (build with -DODYSSEY_BUILD_BENCH=ON)" >&2; exit 1; }
 done
 if ((quick)); then eng_iters=15 vm_iters=1; else eng_iters=0 vm_iters=0; fi
-steps=6 failed=0 started=$(date +%s)
+steps=6 failed=0 started=$(date +%s) load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 rows=()  # key|label|json|benchmark|skip
 step=0
 progress() { step=$((step + 1)); printf '[%d/%d] %s … (%ss)\n' "$step" "$steps" "$1" "$(($(date +%s) - started))"; }
@@ -103,7 +103,7 @@ build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt" 2>/
 sanitize=$(sed -n 's/^ODYSSEY_SANITIZE:BOOL=//p' "$build/CMakeCache.txt" 2>/dev/null || true)
 [[ "$sanitize" == ON ]] && build_type+=", ASan/UBSan"
 python3 - "$work/meta.json" "$quick" "$cmdline" "$build" "${build_type:-?}" "${accel:-n/a (vm_bench did not run a VM)}" \
-  "${backend:-?}" "$model" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)" \
+  "${backend:-?}" "$model" "$(uname -r)" "at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)" \
   "$(date -u '+%Y-%m-%d %H:%M UTC')" "${rows[@]}" <<'PY'
 import json, sys
 (path, quick, cmd, build, btype, accel, backend, model, kernel, load, nproc, date), rows = sys.argv[1:13], sys.argv[13:]

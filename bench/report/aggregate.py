@@ -80,7 +80,7 @@ def main():
     md = ["# Odyssey startup latency report", "",
           f"Command: `{meta['command']}`  ", f"Date: {m['date']}  ",
           f"Machine: {m['nproc']} CPUs, {m['model']}, kernel {m['kernel']}, load average "
-          f"{m['loadavg']} (at start)  ",
+          f"{m['loadavg']}  ",
           f"Build: `{m['build']}` ({m['build_type']}); QEMU accelerator: {m['accel']}  ",
           f"Mode: {'quick (CI: few iterations, timings indicative only)' if m['quick'] else 'full'}", "",
           "| scenario | p50 ms | p90 ms | p99 ms | n | p50 / bwrap p50 | note |",
