@@ -48,7 +48,7 @@ for b in "$engine" "$vm"; do
   [[ -x "$b" ]] || { echo "report.sh: $b is missing (build with -DODYSSEY_BUILD_BENCH=ON)" >&2; exit 1; }
 done
 if ((quick)); then eng_iters=15 vm_iters=1; else eng_iters=0 vm_iters=0; fi
-steps=6 failed=0 started=$(date +%s) load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+steps=7 failed=0 started=$(date +%s) load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 rows=()  # key|label|json|benchmark|skip
 step=0
 progress() { step=$((step + 1)); printf '[%d/%d] %s … (%ss)\n' "$step" "$steps" "$1" "$(($(date +%s) - started))"; }
@@ -98,21 +98,35 @@ else
   rows+=("qemu_cold|QEMU cold boot (to HELLO)|$vjson|BM_ColdBootToHello|")
 fi
 
+progress "scaling: pool hit and PSS by pool size (1/4/16/64), disposables/s by clients (1/2/4/8)"
+sjson=""
+if ((quick)); then
+  echo "      skipped: --quick"
+else
+  sjson="$work/scaling.json" rc=0
+  "$engine" --benchmark_filter='^BM_Scale_' --benchmark_out="$sjson" --benchmark_out_format=json \
+    >"$work/scaling.log" 2>&1 || rc=$?
+  if ((rc != 0)); then
+    echo "report.sh: engine_bench (scaling) exited with status $rc; its output:" >&2
+    tail -n 40 "$work/scaling.log" >&2; failed=1
+  fi
+fi
+
 model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt" 2>/dev/null || true)
 sanitize=$(sed -n 's/^ODYSSEY_SANITIZE:BOOL=//p' "$build/CMakeCache.txt" 2>/dev/null || true)
 [[ "$sanitize" == ON ]] && build_type+=", ASan/UBSan"
 python3 - "$work/meta.json" "$quick" "$cmdline" "$build" "${build_type:-?}" "${accel:-n/a (vm_bench did not run a VM)}" \
   "${backend:-?}" "$model" "$(uname -r)" "at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)" \
-  "$(date -u '+%Y-%m-%d %H:%M UTC')" "${rows[@]}" <<'PY'
+  "$(date -u '+%Y-%m-%d %H:%M UTC')" "$sjson" "${rows[@]}" <<'PY'
 import json, sys
-(path, quick, cmd, build, btype, accel, backend, model, kernel, load, nproc, date), rows = sys.argv[1:13], sys.argv[13:]
+(path, quick, cmd, build, btype, accel, backend, model, kernel, load, nproc, date, scaling), rows = sys.argv[1:14], sys.argv[14:]
 out = []
 for r in rows:
     key, label, js, bench, skip = r.split("|")
     out.append(dict(key=key, label=label, json=js, bench=bench, skip=skip,
                     env_skip_ok=key.startswith("qemu")))
-json.dump(dict(rows=out, command=cmd, machine=dict(
+json.dump(dict(rows=out, scaling=scaling, command=cmd, machine=dict(
     quick=quick == "1", build=build, build_type=btype, accel=accel, backend=backend, model=model,
     kernel=kernel, loadavg=load, nproc=nproc, date=date)), open(path, "w"))
 PY

@@ -34,7 +34,8 @@ std::string BenchBackend() {
 TestDaemon* Daemon() {
   static std::unique_ptr<TestDaemon> d = [] {
     auto t = std::make_unique<TestDaemon>(std::map<std::string, std::string>{
-        {"pool_size", "4"}, {"log_level", "warn"}, {"backend", BenchBackend()}});
+        {"pool_size", "4"}, {"log_level", "warn"}, {"backend", BenchBackend()},
+        {"max_domains", "128"}});  // room for the 64-member scaling pool plus running calls
     ::chmod(t->dir().c_str(), 0711);  // hal/native's mapped ids traverse it
     if (!t->Start()) {
       std::fprintf(stderr, "engine_bench: odysseyd did not start:\n%s\n", t->Log().c_str());
@@ -203,6 +204,56 @@ void BM_Sustained_DisposablesPerSecond(benchmark::State& state) {
   SetPool(c0, 4);
 }
 BENCHMARK(BM_Sustained_DisposablesPerSecond)->UseManualTime()->Iterations(Iters(3))->Unit(benchmark::kMillisecond);
+
+// Scaling (bench/report.sh, full mode): pool hit latency and the pool's memory (PSS, from the
+// daemon's pool stats) as the pool grows to 1, 4, 16, 64 members.
+void BM_Scale_PoolHitByPoolSize(benchmark::State& state) {
+  auto c = Daemon()->Client();
+  const int size = static_cast<int>(state.range(0));
+  SetPool(c, size);
+  auto p = c.Request({{"op", "pool"}, {"template", "host"}, {"wait", true}});
+  if (p.ok() && (*p).contains("pools") && !(*p)["pools"].empty()) {
+    double pss = (*p)["pools"][0].value("memory_pss_bytes", 0.0) / (1 << 20);
+    state.counters["pool_pss_MiB"] = pss;
+    state.counters["pss_MiB_per_member"] = pss / size;
+  }
+  std::vector<double> ms;
+  for (auto _ : state) {
+    WaitPool(c);  // untimed: every iteration is a pool hit
+    double v = OneCall(c, {"echo", "hi"}, true);
+    state.SetIterationTime(v / 1000);
+    ms.push_back(v);
+  }
+  SetPool(c, 4);
+  Percentiles(state, ms);
+}
+BENCHMARK(BM_Scale_PoolHitByPoolSize)->Arg(1)->Arg(4)->Arg(16)->Arg(64)->UseManualTime()
+    ->Iterations(Iters(30))->Unit(benchmark::kMillisecond);
+
+// Scaling: disposables/s (`true`, request -> exit) with 1, 2, 4, 8 concurrent clients, 10 calls
+// each, pool of 8 refilling in the background.
+void BM_Scale_ThroughputByClients(benchmark::State& state) {
+  const int clients = static_cast<int>(state.range(0));
+  const int per_client = 10;
+  auto c0 = Daemon()->Client();
+  SetPool(c0, 8);
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    std::vector<std::thread> threads;
+    for (int i = 0; i < clients; ++i) {
+      threads.emplace_back([&] {
+        auto c = Daemon()->Client();
+        for (int k = 0; k < per_client; ++k) OneCall(c, {"true"}, false);
+      });
+    }
+    for (auto& t : threads) t.join();
+    state.SetIterationTime(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  state.SetItemsProcessed(state.iterations() * clients * per_client);
+  SetPool(c0, 4);
+}
+BENCHMARK(BM_Scale_ThroughputByClients)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->UseManualTime()
+    ->Iterations(Iters(2))->Unit(benchmark::kMillisecond);
 
 void BM_Baseline_BwrapTrue(benchmark::State& state) {
   if (::access("/usr/bin/bwrap", X_OK) != 0) {

@@ -39,6 +39,41 @@ def load_row(row):
     return None, None, None, 0, f"{row['bench']} missing from {os.path.basename(path)}", True
 
 
+def scaling_table(path, out):
+    """Scaling rows from engine_bench's BM_Scale_* JSON; writes scaling.csv."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return ["scaling: no output from engine_bench"], True
+    data = json.load(open(path))
+    lines, rows, errored = [], [], False
+    lines.append(f"{'pool size':>9} {'hit p50 ms':>11} {'p90 ms':>8} {'p99 ms':>8} {'pool PSS MiB':>13} {'MiB/member':>11}")
+    for b in data.get("benchmarks", []):
+        name = b.get("name", "")
+        if b.get("error_occurred"):
+            errored = True
+            lines.append(f"{name}: ERROR {b.get('error_message')}")
+            continue
+        arg = name.split("/")[1] if "/" in name else "?"
+        if name.startswith("BM_Scale_PoolHitByPoolSize/"):
+            lines.append(f"{arg:>9} {fmt(b.get('p50_ms')):>11} {fmt(b.get('p90_ms')):>8} {fmt(b.get('p99_ms')):>8} "
+                         f"{fmt(b.get('pool_pss_MiB')):>13} {fmt(b.get('pss_MiB_per_member')):>11}")
+            rows.append(["pool_hit_by_pool_size", arg, b.get("p50_ms"), b.get("p90_ms"), b.get("p99_ms"),
+                         b.get("pool_pss_MiB"), b.get("pss_MiB_per_member"), ""])
+    lines.append("")
+    lines.append(f"{'clients':>9} {'disposables/s':>14}")
+    for b in data.get("benchmarks", []):
+        name = b.get("name", "")
+        if name.startswith("BM_Scale_ThroughputByClients/") and not b.get("error_occurred"):
+            arg = name.split("/")[1]
+            lines.append(f"{arg:>9} {b.get('items_per_second', 0):>14.1f}")
+            rows.append(["throughput_by_clients", arg, "", "", "", "", "", b.get("items_per_second")])
+    with open(os.path.join(out, "scaling.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["series", "x", "p50_ms", "p90_ms", "p99_ms", "pool_pss_MiB", "pss_MiB_per_member",
+                    "disposables_per_s"])
+        w.writerows(rows)
+    return lines, errored
+
+
 def fmt(v):
     return "n/a" if v is None else (f"{v:.2f}" if v < 100 else f"{v:.0f}")
 
@@ -101,6 +136,16 @@ def main():
            "hit = resume of a paused clone whose agent said HELLO to the first byte of a "
            "`uname -r` call; restore = template snapshot to the agent's HELLO; cold boot = boot "
            "to HELLO.", "", "![latency](latency.png)", ""]
+    scaling = meta.get("scaling")
+    if scaling:
+        lines, errored = scaling_table(scaling, out)
+        failed |= errored
+        print("\n" + "\n".join(lines))
+        md += ["## Scaling (native, through odysseyd)", "",
+               "Pool hit = request -> first byte of `echo hi` with the pool at its size (30 "
+               "iterations per size); PSS is the pool's memory as odysseyd reports it; "
+               "throughput = `true` calls (request -> exit), 10 per client, pool of 8 refilling.",
+               "", "```"] + lines + ["```", ""]
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(md))
     return 1 if failed else 0
