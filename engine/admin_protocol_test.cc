@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "engine/cli.h"
+#include "handlers/open_in_vm.h"
+#include "handlers/url.h"
 
 namespace odyssey::engine {
 namespace {
@@ -88,12 +90,12 @@ TEST(AdminProtocolTest, PeerCredentials) {
 }
 
 TEST(CliHelpersTest, UrlsAndBasenames) {
-  EXPECT_TRUE(LooksLikeUrl("https://example.org/"));
-  EXPECT_TRUE(LooksLikeUrl("ftp://x"));
-  EXPECT_FALSE(LooksLikeUrl("/tmp/a://b"));
-  EXPECT_FALSE(LooksLikeUrl("file.pdf"));
-  EXPECT_EQ(SanitizeBasename("my doc;rm -rf.pdf"), "my_doc_rm_-rf.pdf");
-  EXPECT_EQ(SanitizeBasename(".."), "file");
+  EXPECT_TRUE(handlers::LooksLikeUrl("https://example.org/"));
+  EXPECT_TRUE(handlers::LooksLikeUrl("ftp://x"));
+  EXPECT_FALSE(handlers::LooksLikeUrl("/tmp/a://b"));
+  EXPECT_FALSE(handlers::LooksLikeUrl("file.pdf"));
+  EXPECT_EQ(handlers::SanitizeBasename("my doc;rm -rf.pdf"), "my_doc_rm_-rf.pdf");
+  EXPECT_EQ(handlers::SanitizeBasename(".."), "file");
 }
 
 }  // namespace

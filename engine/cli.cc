@@ -18,6 +18,7 @@
 #include "engine/engine_runner.h"
 #include "handlers/commands.h"
 #include "handlers/mime.h"
+#include "handlers/open_in_vm.h"
 #include "engine/config.h"
 
 namespace odyssey::engine {
@@ -129,30 +130,6 @@ std::string Str(const json& j, const char* key) {
 }
 
 }  // namespace
-
-bool LooksLikeUrl(const std::string& s) {
-  size_t p = s.find("://");
-  if (p == std::string::npos || p == 0) return false;
-  if (!std::isalpha(static_cast<unsigned char>(s[0]))) return false;
-  for (size_t i = 0; i < p; ++i) {
-    char c = s[i];
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '.' && c != '-')
-      return false;
-  }
-  return true;
-}
-
-std::string SanitizeBasename(const std::string& name) {
-  std::string out;
-  for (char c : name) {
-    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' ||
-              c == '@' || c == '-';
-    out.push_back(ok ? c : '_');
-  }
-  if (out.empty() || out == "." || out == "..") out = "file";
-  if (out.size() > 200) out = out.substr(out.size() - 200);
-  return out;
-}
 
 CallOutcome CallInDisposable(AdminClient& client, const CallArgs& args) {
   CallOutcome o;
@@ -493,8 +470,7 @@ int CmdDemo(const CliContext& ctx, const std::string& sample, const std::string&
     auto in = Pipe::Make();
     UniqueFd file(::open(sample.c_str(), O_RDONLY | O_CLOEXEC));
     if (in.ok() && file) {
-      std::string header = "view-only-" + SanitizeBasename(std::filesystem::path(sample).filename());
-      header.resize(256, '\0');
+      std::string header = handlers::OpenInVmHeader(sample, /*view_only=*/true);
       std::thread writer([w = std::move(in->write), f = std::move(file), header]() mutable {
         if (!WriteAll(w.get(), header.data(), header.size()).ok()) return;
         char buf[65536];

@@ -89,9 +89,5 @@ int CmdPolicyCheck(const CliContext& ctx, const std::string& source, const std::
 int CmdSimple(const CliContext& ctx, const std::string& op);  // ping, stats, calls, shutdown
 int CmdDemo(const CliContext& ctx, const std::string& sample, const std::string& url);
 
-// True for "scheme://…" with a scheme of letters, digits, + . -
-bool LooksLikeUrl(const std::string& s);
-// The qubes.OpenInVM 256-byte header name: characters outside [0-9A-Za-z._+@-] become '_'.
-std::string SanitizeBasename(const std::string& name);
 
 }  // namespace odyssey::engine
