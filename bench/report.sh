@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Startup-latency report: native pool hit / native cold / bubblewrap cold (baseline) / QEMU pool
 # hit / QEMU restore / QEMU cold boot, in one run; prints p50/p90/p99 and the ratio to bwrap,
-# writes DIR/results.csv, DIR/report.md and DIR/latency.png. See bench/README.md.
+# writes DIR/results.csv, DIR/report.md and DIR/latency.png; the full mode adds scaling (native
+# pool 1/4/16/64, 1/2/4/8 clients; 1/4/8 VM clones) to report.md and DIR/scaling.csv.
+# See bench/README.md (time budget of the full run there).
 # Usage: bench/report.sh [--quick] [--out DIR] [--build DIR]
 #   --build DIR  use the binaries of an existing build (not rebuilt; any build type, sanitized
 #                binaries work); default: configure and build Release in build/bench-rel.
@@ -16,7 +18,7 @@ while (($#)); do
     --quick) quick=1 ;;
     --out) out=$2; shift ;;
     --build) build=$2; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "report.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -37,6 +39,7 @@ build=$(cd "$build" && pwd)
 out=${out:-$build/bench-report}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+rm -f "$out"/{results.csv,report.md,latency.png,latency.dat,scaling.csv}  # only this run's files
 work=$(mktemp -d "${TMPDIR:-/tmp}/odyssey-report-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 # Sanitized builds (CI): leaks are the tests' business; a bench run must not fail on them.
@@ -48,7 +51,7 @@ for b in "$engine" "$vm"; do
   [[ -x "$b" ]] || { echo "report.sh: $b is missing (build with -DODYSSEY_BUILD_BENCH=ON)" >&2; exit 1; }
 done
 if ((quick)); then eng_iters=15 vm_iters=1; else eng_iters=0 vm_iters=0; fi
-steps=7 failed=0 started=$(date +%s) load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+steps=8 failed=0 started=$(date +%s) load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 rows=()  # key|label|json|benchmark|skip
 step=0
 progress() { step=$((step + 1)); printf '[%d/%d] %s … (%ss)\n' "$step" "$steps" "$1" "$(($(date +%s) - started))"; }
@@ -112,21 +115,36 @@ else
   fi
 fi
 
+progress "VM clone scaling: pool hit, PSS/RSS with 1/4/8 paused clones (vm_bench; minutes under TCG)"
+vsjson=""
+if ((quick)); then
+  echo "      skipped: --quick"
+else
+  vsjson="$work/vm_scaling.json" rc=0
+  "$vm" --benchmark_filter='^BM_Scale_' --benchmark_out="$vsjson" --benchmark_out_format=json \
+    >"$work/vm_scaling.log" 2>&1 || rc=$?
+  if ((rc != 0)); then
+    echo "report.sh: vm_bench (VM scaling) exited with status $rc; its output:" >&2
+    tail -n 40 "$work/vm_scaling.log" >&2; failed=1
+  fi
+fi
+
 model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt" 2>/dev/null || true)
 sanitize=$(sed -n 's/^ODYSSEY_SANITIZE:BOOL=//p' "$build/CMakeCache.txt" 2>/dev/null || true)
 [[ "$sanitize" == ON ]] && build_type+=", ASan/UBSan"
 python3 - "$work/meta.json" "$quick" "$cmdline" "$build" "${build_type:-?}" "${accel:-n/a (vm_bench did not run a VM)}" \
   "${backend:-?}" "$model" "$(uname -r)" "at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)" \
-  "$(date -u '+%Y-%m-%d %H:%M UTC')" "$sjson" "${rows[@]}" <<'PY'
+  "$(date -u '+%Y-%m-%d %H:%M UTC')" "$sjson" "$vsjson" "${rows[@]}" <<'PY'
 import json, sys
-(path, quick, cmd, build, btype, accel, backend, model, kernel, load, nproc, date, scaling), rows = sys.argv[1:14], sys.argv[14:]
+(path, quick, cmd, build, btype, accel, backend, model, kernel, load, nproc, date, scaling,
+ vm_scaling), rows = sys.argv[1:15], sys.argv[15:]
 out = []
 for r in rows:
     key, label, js, bench, skip = r.split("|")
     out.append(dict(key=key, label=label, json=js, bench=bench, skip=skip,
                     env_skip_ok=key.startswith("qemu")))
-json.dump(dict(rows=out, scaling=scaling, command=cmd, machine=dict(
+json.dump(dict(rows=out, scaling=scaling, vm_scaling=vm_scaling, command=cmd, machine=dict(
     quick=quick == "1", build=build, build_type=btype, accel=accel, backend=backend, model=model,
     kernel=kernel, loadavg=load, nproc=nproc, date=date)), open(path, "w"))
 PY
@@ -137,8 +155,10 @@ python3 "$root/bench/report/aggregate.py" "$out" "$work/meta.json" || rc=$?
 echo "native backend: ${backend:-?}; QEMU accelerator: ${accel:-n/a}; total $(($(date +%s) - started)) s"
 title="Odyssey startup latency ($(nproc) CPUs, $(date -u '+%Y-%m-%d'))"
 gnuplot -e "dat='$out/latency.dat'; out='$out/latency.png'; ttl='$title'" "$root/bench/report/latency.gp" || failed=1
-for f in results.csv report.md latency.png; do
+outputs=(results.csv report.md latency.png)
+((quick)) || outputs+=(scaling.csv)
+for f in "${outputs[@]}"; do
   [[ -s "$out/$f" ]] || { echo "report.sh: $out/$f is missing" >&2; failed=1; }
 done
-echo "wrote $out/results.csv, $out/report.md, $out/latency.png"
+echo "wrote ${outputs[*]/#/$out/}"
 exit $failed
