@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/io.h"
+#include "qrexec/util.h"
 
 namespace odyssey::qrexec {
 namespace {
@@ -103,18 +104,19 @@ class SigpipeGuard {
 class Framer {
  public:
   static constexpr size_t kBatchBytes = 256 * 1024;
+  static constexpr size_t kMaxSlots = 64;
   explicit Framer(size_t chunk)
       : chunk_(chunk),
-        slots_(std::max<size_t>(1, std::min<size_t>(kBatchBytes / chunk, IOV_MAX))),
-        buf_(slots_ * (sizeof(MsgHeader) + chunk)) {}
+        slots_(std::max<size_t>(1, std::min<size_t>(kBatchBytes / chunk, kMaxSlots))),
+        buf_(std::make_unique_for_overwrite<char[]>(slots_ * (sizeof(MsgHeader) + chunk))) {}
 
   // Bytes read (0 = EOF), or -1 with errno set.
   ssize_t ReadFrom(int fd) {
-    std::vector<iovec> iov(slots_);
+    iovec iov[kMaxSlots];
     for (size_t i = 0; i < slots_; ++i)
-      iov[i] = {buf_.data() + i * (sizeof(MsgHeader) + chunk_) + sizeof(MsgHeader), chunk_};
+      iov[i] = {buf_.get() + i * (sizeof(MsgHeader) + chunk_) + sizeof(MsgHeader), chunk_};
     for (;;) {
-      ssize_t n = ::readv(fd, iov.data(), static_cast<int>(iov.size()));
+      ssize_t n = ::readv(fd, iov, static_cast<int>(slots_));
       if (n < 0 && errno == EINTR) continue;
       return n;
     }
@@ -126,17 +128,18 @@ class Framer {
     while (n > 0) {
       size_t len = std::min(n, chunk_);
       MsgHeader h{type, static_cast<uint32_t>(len)};
-      std::memcpy(buf_.data() + off, &h, sizeof h);
+      std::memcpy(buf_.get() + off, &h, sizeof h);
       off += sizeof h + len;
       n -= len;
     }
-    return s.Send(std::string_view(buf_.data(), off));
+    return s.Send(std::string_view(buf_.get(), off));
   }
 
  private:
   const size_t chunk_;
   const size_t slots_;
-  std::vector<char> buf_;
+  // Not zero-filled: an empty or short stream touches only the pages it uses.
+  std::unique_ptr<char[]> buf_;
 };
 
 // stdin that is /dev/null or an empty regular file: EOF can be sent at once, without a
@@ -157,19 +160,29 @@ Status MessageStream::Send(std::string_view encoded) {
   return SendRaw(encoded.data(), encoded.size());
 }
 
+namespace {
+constexpr size_t kReadAhead = 128 * 1024;
+
+bool IsDataType(uint32_t type) {
+  return type == MSG_DATA_STDIN || type == MSG_DATA_STDOUT || type == MSG_DATA_STDERR;
+}
+}  // namespace
+
+Status MessageStream::Refill() {
+  if (!rbuf_) rbuf_ = std::make_unique_for_overwrite<char[]>(kReadAhead);
+  auto n = RecvSome(rbuf_.get(), kReadAhead);
+  if (!n.ok()) return n.error();
+  rpos_ = 0;
+  rlen_ = *n;
+  return OkStatus();
+}
+
 Status MessageStream::RecvExact(void* buf, size_t len) {
-  constexpr size_t kReadAhead = 128 * 1024;
   char* out = static_cast<char*>(buf);
   while (len > 0) {
-    if (rpos_ == rlen_) {
-      if (rbuf_.empty()) rbuf_.resize(kReadAhead);
-      auto n = RecvSome(rbuf_.data(), rbuf_.size());
-      if (!n.ok()) return n.error();
-      rpos_ = 0;
-      rlen_ = *n;
-    }
+    if (rpos_ == rlen_) ODYSSEY_TRY(Refill());
     size_t take = std::min(len, rlen_ - rpos_);
-    std::memcpy(out, rbuf_.data() + rpos_, take);
+    std::memcpy(out, rbuf_.get() + rpos_, take);
     rpos_ += take;
     out += take;
     len -= take;
@@ -186,6 +199,32 @@ Result<Message> MessageStream::Recv(Channel channel, uint32_t version) {
   m.type = untrusted_header.type;
   m.untrusted_body.resize(untrusted_header.len);
   if (untrusted_header.len > 0) ODYSSEY_TRY(RecvExact(m.untrusted_body.data(), untrusted_header.len));
+  return m;
+}
+
+Result<Message> MessageStream::RecvStreaming(Channel channel, uint32_t version, const BodySink& sink,
+                                             size_t* data_len) {
+  *data_len = 0;
+  MsgHeader untrusted_header;
+  ODYSSEY_TRY(RecvExact(&untrusted_header, sizeof untrusted_header));
+  ODYSSEY_TRY(ValidateHeader(untrusted_header, channel, version));
+  Message m;
+  m.type = untrusted_header.type;
+  if (!IsDataType(m.type)) {
+    m.untrusted_body.resize(untrusted_header.len);
+    if (untrusted_header.len > 0) ODYSSEY_TRY(RecvExact(m.untrusted_body.data(), untrusted_header.len));
+    return m;
+  }
+  // Length validated: at most the version's chunk size.
+  size_t left = untrusted_header.len;
+  *data_len = left;
+  while (left > 0) {
+    if (rpos_ == rlen_) ODYSSEY_TRY(Refill());
+    size_t take = std::min(left, rlen_ - rpos_);
+    sink(m.type, rbuf_.get() + rpos_, take);
+    rpos_ += take;
+    left -= take;
+  }
   return m;
 }
 
@@ -217,41 +256,86 @@ void BlockSigpipeInThisThread() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+namespace {
+// Set once a helper task on the shared pool has finished (pool threads are not joinable).
+class Done {
+ public:
+  void Set() {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    cv_.notify_all();  // under the lock: the waiter may destroy us as soon as it sees done_
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return done_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+}  // namespace
+
 Result<int> RunCallerSide(MessageStream& s, uint32_t version, const CallerFds& fds) {
   SigpipeGuard guard;
   const size_t chunk = MaxDataChunk(version);
-  int cancel[2];
-  if (::pipe2(cancel, O_CLOEXEC) != 0) return Error::Errno("pipe2", "stdin cancel");
-  UniqueFd cancel_r(cancel[0]), cancel_w(cancel[1]);
-
-  std::thread pump;
+  UniqueFd cancel_r, cancel_w;
+  Done pump_done;
+  bool pumping = false;
   if (fds.in < 0 || IsEmptyInput(fds.in)) {
     // A quick service may have sent its exit code and closed before this EOF goes out; the
     // exit code below is what counts, so a failed send here is not an error.
     (void)s.Send(EncodeHeader(MSG_DATA_STDIN, 0));
   } else {
-    pump = std::thread([&s, &fds, chunk, rfd = cancel_r.get()] {
+    int cancel[2];
+    if (::pipe2(cancel, O_CLOEXEC) != 0) return Error::Errno("pipe2", "stdin cancel");
+    cancel_r.reset(cancel[0]);
+    cancel_w.reset(cancel[1]);
+    pumping = true;
+    WorkerPool::Shared().Run([&s, &fds, &pump_done, chunk, rfd = cancel_r.get()] {
       Framer framer(chunk);
+      bool send_eof = true;
       for (;;) {
         pollfd p[2] = {{fds.in, POLLIN, 0}, {rfd, POLLIN, 0}};
         if (::poll(p, 2, -1) < 0) {
           if (errno == EINTR) continue;
           break;
         }
-        if (p[1].revents) return;  // call over: stop without EOF
+        if (p[1].revents) {  // call over: stop without EOF
+          send_eof = false;
+          break;
+        }
         ssize_t n = framer.ReadFrom(fds.in);
         if (n < 0 && errno == EAGAIN) continue;
         if (n <= 0) break;
-        if (!framer.Send(s, MSG_DATA_STDIN, static_cast<size_t>(n)).ok()) return;
+        if (!framer.Send(s, MSG_DATA_STDIN, static_cast<size_t>(n)).ok()) {
+          send_eof = false;
+          break;
+        }
       }
-      (void)s.Send(EncodeHeader(MSG_DATA_STDIN, 0));
+      if (send_eof) (void)s.Send(EncodeHeader(MSG_DATA_STDIN, 0));
+      pump_done.Set();
     });
   }
 
   bool out_open = fds.out >= 0, err_open = fds.err >= 0;
+  Status out_failed;  // the first failed write to fds.out (the caller stopped reading)
+  // Body pieces go straight from the receive buffer to their fd.
+  auto sink = [&](uint32_t type, const char* data, size_t len) {
+    bool is_out = type == MSG_DATA_STDOUT;
+    bool& open = is_out ? out_open : err_open;
+    if (!open) return;  // discarded, or the reader went away (EPIPE)
+    Status st = WriteAll(is_out ? fds.out : fds.err, data, len);
+    if (!st.ok()) {
+      open = false;
+      if (is_out) out_failed = st;
+    }
+  };
   Result<int> result = Error{"data channel closed before the exit code", EPIPE};
   for (;;) {
-    auto m = s.Recv(Channel::kDataFromService, version);
+    size_t len = 0;
+    auto m = s.RecvStreaming(Channel::kDataFromService, version, sink, &len);
     if (!m.ok()) {
       result = m.error().Wrap("data channel");
       break;
@@ -266,35 +350,28 @@ Result<int> RunCallerSide(MessageStream& s, uint32_t version, const CallerFds& f
       result = Error{"qrexec protocol: HELLO in the middle of a data stream", EPROTO};
       break;
     }
-    bool is_out = m->type == MSG_DATA_STDOUT;
-    bool& open = is_out ? out_open : err_open;
-    int fd = is_out ? fds.out : fds.err;
-    if (!open) continue;  // discarded, or the reader went away (EPIPE)
-    if (m->untrusted_body.empty()) {
-      open = false;
-      if (fds.close_on_eof) ::close(fd);
-      continue;
-    }
-    auto wrote = WriteAll(fd, m->untrusted_body.data(), m->untrusted_body.size());
-    if (!wrote.ok()) {
-      open = false;
+    if (!out_failed.ok()) {
       // Like `yes | head`: when the caller stops reading the service's stdout, the call is
       // abandoned instead of draining an endless stream forever.
-      if (is_out) {
-        result = Error{"the caller closed its end of the service's stdout (" +
-                           wrote.error().message + "); call abandoned",
-                       EPIPE};
-        break;
-      }
+      result = Error{"the caller closed its end of the service's stdout (" +
+                         out_failed.error().message + "); call abandoned",
+                     EPIPE};
+      break;
+    }
+    if (len == 0) {  // EOF of STDOUT or STDERR
+      bool is_out = m->type == MSG_DATA_STDOUT;
+      bool& open = is_out ? out_open : err_open;
+      if (open && fds.close_on_eof) ::close(is_out ? fds.out : fds.err);
+      open = false;
     }
   }
-  if (pump.joinable()) {
+  if (pumping) {
     char c = 1;
     (void)!::write(cancel_w.get(), &c, 1);
     // The pump may be blocked in Send() if the service stopped reading; closing the stream
     // on errors unblocks it. On success the service is gone and the peer closes.
     if (!result.ok()) s.Close();
-    pump.join();
+    pump_done.Wait();
   }
   return result;
 }
@@ -307,22 +384,28 @@ Status RunServiceSide(MessageStream& s, uint32_t version, ServiceFds fds,
   int eof_pipe[2];
   if (::pipe2(eof_pipe, O_CLOEXEC) != 0) return Error::Errno("pipe2", "client eof");
   UniqueFd eof_r(eof_pipe[0]), eof_w(eof_pipe[1]);
+  Done reader_done;
   // Caller's STDIN -> service stdin. Ends at EOF, at a stream error, or when closed below.
-  std::thread reader([&s, version, in = std::move(fds.in), notify = fds.exit_on_client_eof,
-                      wfd = eof_w.get()]() mutable {
+  // (The pool takes copyable tasks: the fd travels raw and is owned again inside.)
+  WorkerPool::Shared().Run([&s, &reader_done, version, in_fd = fds.in.release(),
+                            notify = fds.exit_on_client_eof, wfd = eof_w.get()] {
     BlockSigpipeInThisThread();
+    UniqueFd in(in_fd);
     bool open = in.valid();
     bool eof = false;
-    for (;;) {
-      auto m = s.Recv(Channel::kDataToService, version);
-      if (!m.ok() || m->type != MSG_DATA_STDIN) break;
-      if (m->untrusted_body.empty()) {
-        eof = true;
-        break;
-      }
-      if (open && !WriteAll(in.get(), m->untrusted_body.data(), m->untrusted_body.size()).ok()) {
+    auto sink = [&](uint32_t, const char* data, size_t len) {
+      if (open && !WriteAll(in.get(), data, len).ok()) {
         open = false;
         in.reset();
+      }
+    };
+    for (;;) {
+      size_t len = 0;
+      auto m = s.RecvStreaming(Channel::kDataToService, version, sink, &len);
+      if (!m.ok() || m->type != MSG_DATA_STDIN) break;
+      if (len == 0) {
+        eof = true;
+        break;
       }
     }
     if (in.valid()) {
@@ -333,6 +416,7 @@ Status RunServiceSide(MessageStream& s, uint32_t version, ServiceFds fds,
       char c = 1;
       (void)!::write(wfd, &c, 1);
     }
+    reader_done.Set();
   });
 
   Framer framer(chunk);
@@ -361,6 +445,9 @@ Status RunServiceSide(MessageStream& s, uint32_t version, ServiceFds fds,
       }
       break;
     }
+    // EOFs seen in the same round go out in one write (a service that exits closes both
+    // at once: one wake-up of the caller instead of two).
+    std::string eofs;
     for (int i = 0; i < 2 && st.ok(); ++i) {
       if (p[i].fd < 0 || !p[i].revents) continue;
       ssize_t n = framer.ReadFrom(p[i].fd);
@@ -368,18 +455,19 @@ Status RunServiceSide(MessageStream& s, uint32_t version, ServiceFds fds,
       if (n <= 0) {
         p[i].fd = -1;
         owned[i]->reset();
-        st = s.Send(EncodeHeader(types[i], 0));
+        eofs += EncodeHeader(types[i], 0);
         continue;
       }
       st = framer.Send(s, types[i], static_cast<size_t>(n));
     }
+    if (st.ok() && !eofs.empty()) st = s.Send(eofs);
   }
   fds.out.reset();
   fds.err.reset();
   int code = wait_exit();
   if (st.ok()) st = s.Send(EncodeExitCode(code));
   s.Close();
-  reader.join();
+  reader_done.Wait();
   return st;
 }
 

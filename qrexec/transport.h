@@ -34,6 +34,13 @@ class MessageStream {
   // Reads one message that `channel` allows at `version`; an invalid header is an error
   // (the stream must then be dropped: it is out of sync).
   Result<Message> Recv(Channel channel, uint32_t version);
+  // Like Recv(), but the body of a data message (MSG_DATA_STDIN/STDOUT/STDERR) is not copied
+  // into the Message: `sink` gets it (with the message type) in pieces straight from the
+  // receive buffer, and the returned Message has an empty body and `*data_len` set to the
+  // body's length (0 = EOF). Other messages are returned whole (*data_len = 0).
+  using BodySink = std::function<void(uint32_t type, const char* data, size_t len)>;
+  Result<Message> RecvStreaming(Channel channel, uint32_t version, const BodySink& sink,
+                                size_t* data_len);
   // Shuts the stream down in both directions; a blocked Recv() returns an error.
   virtual void Close() = 0;
   // Readable when data (or EOF) is pending, for poll(). Recv() reads ahead into a buffer,
@@ -48,9 +55,12 @@ class MessageStream {
  private:
   // Exactly len bytes, through the read-ahead buffer (one read() serves many messages).
   Status RecvExact(void* buf, size_t len);
+  // Refills the empty read-ahead buffer with what one read returns.
+  Status Refill();
 
   std::mutex send_mu_;
-  std::vector<char> rbuf_;
+  // Not zero-filled: only the pages a read() writes get touched (and faulted in).
+  std::unique_ptr<char[]> rbuf_;
   size_t rpos_ = 0, rlen_ = 0;
 };
 

@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -110,16 +112,18 @@ void ChildReaper::Run() {
   sigemptyset(&set);
   sigaddset(&set, SIGCHLD);
   for (;;) {
-    for (;;) {
-      int status = 0;
-      pid_t pid = ::waitpid(-1, &status, WNOHANG);
-      if (pid <= 0) break;
+    {
+      // Reaping and recording happen under one lock, so Wait() never sees a child that is
+      // reaped but not yet recorded (its pid could then be reused).
       std::lock_guard<std::mutex> lock(mu_);
-      if (watched_.erase(pid)) {
-        exited_[pid] = status;
-        cv_.notify_all();
+      for (;;) {
+        int status = 0;
+        pid_t pid = ::waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) break;
+        if (watched_.erase(pid)) exited_[pid] = status;
       }
     }
+    cv_.notify_all();
     siginfo_t info;
     timespec tick{1, 0};  // also catches a SIGCHLD merged before we blocked
     (void)sigtimedwait(&set, &info, &tick);
@@ -127,25 +131,71 @@ void ChildReaper::Run() {
 }
 
 int ChildReaper::Wait(pid_t pid) {
-  std::unique_lock<std::mutex> lock(mu_);
-  auto backoff = std::chrono::milliseconds(1);
+  auto backoff = std::chrono::microseconds(200);
   for (;;) {
-    auto it = exited_.find(pid);
-    if (it != exited_.end()) {
-      int status = it->second;
-      exited_.erase(it);
-      return status;
+    UniqueFd pidfd;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      auto it = exited_.find(pid);
+      if (it != exited_.end()) {
+        int status = it->second;
+        exited_.erase(it);
+        return status;
+      }
+      // Under the lock nobody else reaps, so pid is still our unreaped child here.
+      int status = 0;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        watched_.erase(pid);
+        return status;
+      }
+      pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+      if (!pidfd) {
+        // No pidfd (kernel < 5.3): the reaper thread notifies after SIGCHLD.
+        cv_.wait_for(lock, backoff);
+        backoff = std::min(backoff * 2, std::chrono::microseconds(64000));
+        continue;
+      }
     }
-    // A child that is already a zombie (callers wait after its pipes closed) is reaped here,
-    // under the lock, instead of waiting for the reaper thread to be scheduled; the lock
-    // keeps the pid from being reused before it leaves watched_.
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      watched_.erase(pid);
-      return status;
+    // Readable once the child has exited (then reaped above, by us or the reaper thread).
+    pollfd p{pidfd.get(), POLLIN, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
     }
-    cv_.wait_for(lock, backoff);
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(64));
+  }
+}
+
+WorkerPool& WorkerPool::Shared() {
+  static WorkerPool* pool = new WorkerPool(8);
+  return *pool;
+}
+
+void WorkerPool::Run(std::function<void()> task) {
+  std::unique_lock<std::mutex> lock(mu_);
+  tasks_.push_back(std::move(task));
+  if (idle_ >= tasks_.size()) {
+    lock.unlock();
+    cv_.notify_one();
+    return;
+  }
+  lock.unlock();
+  std::thread([this] { Work(); }).detach();
+}
+
+void WorkerPool::Work() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    if (!tasks_.empty()) {
+      std::function<void()> task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      task();
+      task = nullptr;  // destroy captures outside the lock
+      lock.lock();
+      continue;
+    }
+    if (idle_ >= keep_idle_) return;
+    ++idle_;
+    cv_.wait(lock, [this] { return !tasks_.empty(); });
+    --idle_;
   }
 }
 

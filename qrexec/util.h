@@ -5,6 +5,8 @@
 #include <sys/types.h>
 
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -46,7 +48,9 @@ class ChildReaper {
     if (pid > 0) watched_.insert(pid);
     return pid;
   }
-  // Waits for a watched pid; returns its raw wait status.
+  // Waits for a watched pid; returns its raw wait status. Sleeps on a pidfd of the child
+  // (falls back to short timed waits on kernels without pidfd_open) and reaps it itself, so
+  // the caller wakes once, when the child exits, not after the reaper thread ran.
   int Wait(pid_t pid);
 
  private:
@@ -55,6 +59,31 @@ class ChildReaper {
   std::condition_variable cv_;
   std::set<pid_t> watched_;
   std::map<pid_t, int> exited_;
+};
+
+// Runs tasks on reused threads. A fresh std::thread per call costs a clone and a stack whose
+// pages are faulted in again (glibc gives an exited thread's stack back with MADV_DONTNEED);
+// on a VM where a page fault costs 10-30 us that was a large part of a call's latency.
+// A task may block for as long as it likes: when no worker is idle, Run() starts a new one,
+// so tasks never wait for each other. Up to `keep_idle` finished workers stay for the next
+// task; the others exit. Threads start with the signal mask of the thread calling Run().
+class WorkerPool {
+ public:
+  explicit WorkerPool(size_t keep_idle = 8) : keep_idle_(keep_idle) {}
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+  void Run(std::function<void()> task);
+  // The process-wide pool of the qrexec binaries and of the transports' helper threads.
+  // Never destroyed (detached workers may still be waiting when the process exits).
+  static WorkerPool& Shared();
+
+ private:
+  void Work();
+  const size_t keep_idle_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  size_t idle_ = 0;
 };
 
 // Exit code as a shell reports it: code, or 128+signal.

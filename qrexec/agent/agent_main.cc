@@ -95,9 +95,9 @@ class Agent {
           Log("exec request with data port " + std::to_string(req->connect_port));
           return false;
         }
-        std::thread([this, s, type = m.type, r = std::move(req.value())] {
+        WorkerPool::Shared().Run([this, s, type = m.type, r = std::move(req.value())] {
           HandleExec(s, type, r);
-        }).detach();
+        });
         return true;
       }
       case MSG_SERVICE_CONNECT: {

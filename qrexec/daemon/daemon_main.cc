@@ -129,7 +129,7 @@ class Daemon {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
         continue;
       }
-      std::thread([this, c] { HandleClient(c); }).detach();
+      WorkerPool::Shared().Run([this, c] { HandleClient(c); });
     }
   }
 

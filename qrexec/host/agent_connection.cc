@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "qrexec/transport.h"
+#include "qrexec/util.h"
 
 namespace odyssey::qrexec {
 
@@ -66,9 +67,9 @@ struct AgentConnection::Impl : std::enable_shared_from_this<AgentConnection::Imp
     auto req = ParseTrigger(type, untrusted_body);
     if (!req.ok()) return req.error();
     if (!opts.on_trigger) return ctrl->Send(EncodeServiceRefused(req->ident));
-    std::thread([self = shared_from_this(), r = std::move(req.value())] {
+    WorkerPool::Shared().Run([self = shared_from_this(), r = std::move(req.value())] {
       self->opts.on_trigger(r);
-    }).detach();
+    });
     return OkStatus();
   }
 

@@ -143,6 +143,43 @@ TEST_F(QrexecTest, ExitCodesPropagate) {
   EXPECT_NE(bad.err.find("nosuch"), std::string::npos) << bad.err;
 }
 
+// qrexec-client parses its command line with getopt_long (start-up cost): the flags Qubes'
+// callers use keep working, and usage errors exit 2 naming the problem.
+TEST_F(QrexecTest, ClientCommandLine) {
+  StartDomain();
+  std::string bin = env_.Bin("qrexec-client");
+  auto help = env_.Run({bin, "--help"}, "");
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("--connect-existing"), std::string::npos) << help.out;
+  // Qubes' compatibility flags are accepted, long options with '=' or a separate value, an
+  // option after the command, and QREXEC_SOCKET_DIR instead of --socket-dir.
+  auto ok = env_.Run({bin, "-t", "-T", "-p", "-w", "10", "--domain=" + std::string(kName), "user:echo ok",
+                      "--socket-dir", env_.socket_dir()},
+                     "", env_.DomainEnv(0));
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(ok.out, "ok\n");
+  auto env = env_.DomainEnv(0);
+  env["QREXEC_SOCKET_DIR"] = env_.socket_dir();
+  auto via_env = env_.Run({bin, "-d", kName, "user:exit 5"}, "", env);
+  EXPECT_EQ(via_env.exit_code, 5) << via_env.err;
+  struct Bad {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Bad& b : std::vector<Bad>{{{"user:true"}, "-d,--domain is required"},
+                                       {{"-d", kName}, "command is required"},
+                                       {{"-d", kName, "user:true", "extra"}, "unexpected argument 'extra'"},
+                                       {{"-d", kName, "--bogus", "user:true"}, "unknown option --bogus"},
+                                       {{"-d", kName, "-x", "user:true"}, "unknown option -x"},
+                                       {{"user:true", "-d"}, "option -d needs a value"}}) {
+    std::vector<std::string> argv{bin};
+    argv.insert(argv.end(), b.args.begin(), b.args.end());
+    auto r = env_.Run(argv, "", env_.DomainEnv(0));
+    EXPECT_EQ(r.exit_code, 2) << b.message;
+    EXPECT_NE(r.err.find(b.message), std::string::npos) << r.err;
+  }
+}
+
 TEST_F(QrexecTest, JustExecAndLocalProgram) {
   StartDomain();
   std::string marker = env_.root() + "/just-exec-ran";
