@@ -1,12 +1,19 @@
 // qrexec benchmarks. Starts real qrexec-agents (domains 5 and 6) and a qrexec-daemon (6) in a temp dir
 // over the socket vchan, then measures, in the same run:
+//   * BM_SpawnStaticNop      posix_spawn + wait of a static C program that exits at once (the
+//                            cost of one process on this machine; Release builds only)
+//   * BM_FloorTwoProcesses   the static no-op, then /bin/true: the two processes a
+//                            qrexec-client call starts (client + service), nothing else
 //   * BM_LocalSpawn          posix_spawn + wait of /bin/true (the baseline)
 //   * BM_AgentConnectionCall round trip of an empty service (/bin/true) via AgentConnection
 //   * BM_QrexecClientCall    the same through a qrexec-client process and the daemon
-//   * BM_LocalSpawnClient    spawn of qrexec-client --help (the client's own start-up cost)
-//   * BM_CallThroughput      64 KiB writes through a call to `cat`, bytes/s
-//   * BM_RawVchanThroughput  64 KiB writes over a raw socket vchan pair, bytes/s
-// Latency benchmarks report p50/p99 (microseconds) as counters.
+//   * BM_LocalSpawnClient    qrexec-client to a daemon that is not there (start-up, argument
+//                            parsing, a failed connect, exit: the client's own cost)
+//   * BM_CallThroughput      64 KiB writes through a call to `cat`, bytes/s (both directions)
+//   * BM_CallThroughputOneWay 64 KiB writes into a call whose service discards them, bytes/s
+//   * BM_RawVchanThroughput  64 KiB writes over a raw socket vchan pair, bytes/s (one way)
+// Latency benchmarks report p50/p99 (microseconds) as counters. For figures close to an idle
+// machine on a loaded one, run it with `chrt -f 10` (every process it starts inherits that).
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -76,6 +83,13 @@ struct World {
     for (auto& d : {vchan, sockets, rpc}) ::mkdir(d.c_str(), 0755);
     (void)!::symlink("/bin/true", (rpc + "/bench.Empty").c_str());
     (void)!::symlink("/bin/cat", (rpc + "/bench.Cat").c_str());
+    {
+      std::string sink = rpc + "/bench.Sink";
+      std::string script = "#!/bin/sh\nexec cat >/dev/null\n";
+      int fd = ::open(sink.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0755);
+      (void)WriteAll(fd, script.data(), script.size());
+      ::close(fd);
+    }
     std::string bin = QREXEC_BIN_DIR;
     // One agent per host-side peer: an agent serves exactly one control connection.
     agent = SpawnWithEnv({bin + "/qrexec-agent", "--agent-socket=", "--rpc-dir="},
@@ -124,6 +138,31 @@ void ReportPercentiles(benchmark::State& state, std::vector<double>& us) {
   state.counters["p99_us"] = us[std::min(us.size() - 1, us.size() * 99 / 100)];
 }
 
+#ifdef QREXEC_BENCH_NOP
+void BM_SpawnStaticNop(benchmark::State& state) {
+  std::vector<double> us;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    WaitPid(SpawnWithEnv({QREXEC_BENCH_NOP}, {}));
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  ReportPercentiles(state, us);
+}
+BENCHMARK(BM_SpawnStaticNop)->UseRealTime();
+
+void BM_FloorTwoProcesses(benchmark::State& state) {
+  std::vector<double> us;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    WaitPid(SpawnWithEnv({QREXEC_BENCH_NOP}, {}));
+    WaitPid(SpawnWithEnv({"/bin/true"}, {}));
+    us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
+  ReportPercentiles(state, us);
+}
+BENCHMARK(BM_FloorTwoProcesses)->UseRealTime();
+#endif
+
 void BM_LocalSpawn(benchmark::State& state) {
   std::vector<double> us;
   for (auto _ : state) {
@@ -171,7 +210,8 @@ void BM_LocalSpawnClient(benchmark::State& state) {
   std::string bin = std::string(QREXEC_BIN_DIR) + "/qrexec-client";
   for (auto _ : state) {
     auto t0 = Clock::now();
-    WaitPid(SpawnWithEnv({bin, "--help"}, {}));
+    WaitPid(SpawnWithEnv({bin, "--socket-dir=/nonexistent", "-d", "bench", "DEFAULT:QUBESRPC bench.Empty+ dom0"},
+                         {}));
     us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
   ReportPercentiles(state, us);
@@ -211,6 +251,28 @@ void BM_CallThroughput(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kPerIter));
 }
 BENCHMARK(BM_CallThroughput)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_CallThroughputOneWay(benchmark::State& state) {
+  auto& w = W();
+  for (auto _ : state) {
+    int in[2];
+    if (::pipe2(in, O_CLOEXEC) != 0) std::abort();
+    std::thread writer([&] {
+      std::string buf(kChunk, 'q');
+      for (size_t n = 0; n < kPerIter; n += kChunk) (void)WriteAll(in[1], buf.data(), buf.size());
+      ::close(in[1]);
+    });
+    CallRequest req;
+    req.cmdline = "DEFAULT:QUBESRPC bench.Sink+ dom0";
+    req.stdin_fd = in[0];
+    auto r = w.conn->Call(req);
+    writer.join();
+    ::close(in[0]);
+    if (!r.ok() || *r != 0) state.SkipWithError("call failed");
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kPerIter));
+}
+BENCHMARK(BM_CallThroughputOneWay)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_RawVchanThroughput(benchmark::State& state) {
   auto& w = W();
