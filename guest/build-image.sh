@@ -3,8 +3,11 @@
 # the virtio modules, mounts /proc /sys /dev, names the virtio-serial ports the way udev
 # would (/dev/virtio-ports/<name>) and runs the statically linked agent given with --agent.
 #
-# Usage: guest/build-image.sh --agent PATH [--services DIR] [--name NAME] [--cache-dir DIR] [--rebuild]
+# Usage: guest/build-image.sh --agent PATH [--identity PATH] [--services DIR] [--name NAME] [--cache-dir DIR] [--rebuild]
 #   --agent PATH     static binary run as the guest's agent (respawned if it exits)
+#   --identity PATH  static odyssey-identity (fresh RNG seed + hostname of a restored clone),
+#                    installed as /sbin/odyssey-identity (default: odyssey-guest-identity
+#                    next to the agent, if there is one)
 #   --services DIR   qrexec services (executables) copied to /usr/local/etc/qubes-rpc; repeatable
 #   --name NAME      image name (default: odyssey-vm)
 #   --cache-dir DIR  where images and downloaded .debs live
@@ -19,6 +22,7 @@ set -euo pipefail
 
 name=odyssey-vm
 agent=
+identity=
 services=()
 cache=${ODYSSEY_IMAGE_CACHE:-/var/cache/odyssey/images}
 rebuild=0
@@ -42,16 +46,21 @@ step() { echo "build-image: [$1] $2" >&2; }
 while (($#)); do
   case "$1" in
     --agent) agent=${2:?--agent needs a path}; shift 2 ;;
+    --identity) identity=${2:?--identity needs a path}; shift 2 ;;
     --services) services+=("${2:?--services needs a directory}"); shift 2 ;;
     --name) name=${2:?--name needs a value}; shift 2 ;;
     --cache-dir) cache=${2:?--cache-dir needs a directory}; shift 2 ;;
     --rebuild) rebuild=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
 [[ -n "$agent" ]] || die "--agent PATH is required"
 [[ -f "$agent" && -x "$agent" ]] || die "agent $agent is not an executable file"
+if [[ -z "$identity" && -x "$(dirname "$agent")/odyssey-guest-identity" ]]; then
+  identity="$(dirname "$agent")/odyssey-guest-identity"
+fi
+[[ -z "$identity" || (-f "$identity" && -x "$identity") ]] || die "identity tool $identity is not an executable file"
 for d in ${services[@]+"${services[@]}"}; do [[ -d "$d" ]] || die "services directory $d does not exist"; done
 [[ "$name" =~ ^[A-Za-z0-9._-]+$ ]] || die "image name '$name' may only use [A-Za-z0-9._-]"
 if command -v file >/dev/null && ! file -L "$agent" | grep -q 'statically linked\|static-pie'; then
@@ -92,6 +101,8 @@ fi
 
 # The image is keyed by everything that goes into it.
 agent_sha=$(sha256sum "$agent" | cut -d' ' -f1)
+identity_sha=none
+[[ -z "$identity" ]] || identity_sha=$(sha256sum "$identity" | cut -d' ' -f1)
 # Service files by name and content, in a stable order.
 service_files() {
   local d f
@@ -101,7 +112,7 @@ service_files() {
 }
 services_sha=$(service_files | while read -r f; do echo "$(basename "$f") $(sha256sum <"$f" | cut -d' ' -f1)"; done |
   sha256sum | cut -d' ' -f1)
-key=$( { sha256sum "$deb" | cut -d' ' -f1; echo "$agent_sha"; echo "$services_sha";
+key=$( { sha256sum "$deb" | cut -d' ' -f1; echo "$agent_sha"; echo "$identity_sha"; echo "$services_sha";
          sha256sum "$busybox" "$0" | cut -d' ' -f1; } | sha256sum | cut -c1-16)
 out="$cache/$name-$key"
 
@@ -144,6 +155,11 @@ step 4/5 "assembling initramfs (busybox, agent, /init)"
 cp "$busybox" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 install -m 0755 "$agent" "$root/sbin/odyssey-agent"
+if [[ -n "$identity" ]]; then
+  install -m 0755 "$identity" "$root/sbin/odyssey-identity"
+else
+  step 4/5 "no odyssey-identity given: restored clones cannot get a fresh RNG seed and hostname"
+fi
 service_files | while read -r f; do install -m 0755 "$f" "$root/usr/local/etc/qubes-rpc/$(basename "$f")"; done
 echo "odyssey" >"$root/etc/hostname"
 # busybox-static has no cksum applet; the services only compare two checksums, so md5sum does.
@@ -206,6 +222,7 @@ mv "$work/initrd.img" "$stage/initrd.img"
   echo "modules=$(tr '\n' ' ' <"$root/etc/modules.order")"
   echo "agent=$(readlink -f "$agent")"
   echo "agent_sha256=$agent_sha"
+  echo "identity_sha256=$identity_sha"
   echo "services=$(service_files | xargs -r -n1 basename | tr '\n' ' ')"
   echo "services_sha256=$services_sha"
   echo "cmdline=console=ttyS0 panic=-1 quiet"

@@ -157,33 +157,30 @@ void BM_RestoreToHello(benchmark::State& state) {
 BENCHMARK(BM_RestoreToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(Iters(5));
 
 // A pool hit as the engine makes it: the clone was restored, resumed, its agent connection
-// opened (HELLO exchanged) and paused again beforehand (untimed). Timed: Resume + the first
-// byte of a "uname -r" call's output (arg 0), or + the whole call with its exit code (arg 1).
+// opened (HELLO exchanged), its identity refreshed (fresh RNG seed, hostname) and paused
+// again beforehand (untimed, PrepareReadyClone). Timed: Resume + the first byte of a
+// "uname -r" call's output (arg 0), or + the whole call with its exit code (arg 1).
 void BM_PoolHit(benchmark::State& state) {
   if (!Ready(state)) return;
   const bool full_call = state.range(0) == 1;
   double total = 0;
-  std::vector<double> samples;
+  std::vector<double> samples, resume_ms;
   for (auto _ : state) {
     state.PauseTiming();
-    auto dom = Clone(state, "bpool");
-    if (!dom) break;
-    if (!dom->Resume().ok()) {
-      state.SkipWithError("resume failed");
+    auto ready = PrepareReadyClone(VmEnv::Get(), "bpool");
+    if (!ready.ok()) {
+      state.SkipWithError(ready.error().message.c_str());
       break;
     }
-    auto conn = ConnectAgent(*dom);
-    if (!conn.ok() || !dom->Pause().ok()) {
-      state.SkipWithError(conn.ok() ? "pause failed" : conn.error().message.c_str());
-      (void)dom->Destroy();
-      break;
-    }
+    auto& dom = ready->dom;
+    auto& conn = ready->conn;
     int out[2];
     if (::pipe(out) != 0) break;
     UniqueFd out_r(out[0]), out_w(out[1]);
     state.ResumeTiming();
     auto t0 = Clock::now();
     Status resumed = dom->Resume();
+    const auto t_resumed = Clock::now();
     Clock::time_point first{};
     std::thread reader([&] {
       char c;
@@ -195,7 +192,7 @@ void BM_PoolHit(benchmark::State& state) {
     qrexec::CallRequest req;
     req.cmdline = "DEFAULT:uname -r";
     req.stdout_fd = out_w.get();
-    auto code = (*conn)->Call(req);
+    auto code = conn->Call(req);
     auto t_done = Clock::now();
     out_w.reset();
     reader.join();
@@ -203,15 +200,58 @@ void BM_PoolHit(benchmark::State& state) {
     state.PauseTiming();
     total += Ms(t0, full_call ? t_done : first);
     samples.push_back(Ms(t0, full_call ? t_done : first));
-    (*conn)->Close();
+    resume_ms.push_back(Ms(t0, t_resumed));
+    conn->Close();
     (void)dom->Destroy();
     if (!ok) state.SkipWithError("pool hit failed");
     state.ResumeTiming();
   }
   Percentiles(state, samples);
+  if (!resume_ms.empty()) {
+    std::sort(resume_ms.begin(), resume_ms.end());
+    state.counters["resume_p50_ms"] = resume_ms[resume_ms.size() / 2];  // virDomainResume alone
+  }
   Record(full_call ? "pool_hit_call" : "pool_hit_first_byte", total, state.iterations());
 }
 BENCHMARK(BM_PoolHit)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(Iters(10));
+
+// PSS of pooled clones: N clones prepared as the pool prepares them (ready, paused), then the
+// proportional set size of each one's QEMU (/proc/PID/smaps_rollup), mean over the N.
+// Memory shared between the clones (the template's RAM file, QEMU's binary and libraries)
+// is split between them; what each clone wrote is its own.
+void BM_PooledClonePss(benchmark::State& state) {
+  if (!Ready(state)) return;
+  const int n = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+    std::vector<ReadyClone> clones;
+    for (int i = 0; i < n; ++i) {
+      auto c = PrepareReadyClone(VmEnv::Get(), "bpss");
+      if (!c.ok()) {
+        state.SkipWithError(c.error().message.c_str());
+        break;
+      }
+      clones.push_back(std::move(*c));
+    }
+    double pss = 0, rss = 0;
+    for (auto& c : clones) {
+      auto st = c.dom->Stats();
+      if (st.ok()) {
+        pss += static_cast<double>(st->memory_pss_bytes) / (1 << 20);
+        rss += static_cast<double>(st->memory_bytes) / (1 << 20);
+      }
+    }
+    if (!clones.empty()) {
+      state.counters["pss_MiB_per_clone"] = pss / static_cast<double>(clones.size());
+      state.counters["rss_MiB_per_clone"] = rss / static_cast<double>(clones.size());
+      g_mean_ms["pss_mib_per_pooled_clone"] = pss / static_cast<double>(clones.size());
+    }
+    for (auto& c : clones) {
+      c.conn->Close();
+      (void)c.dom->Destroy();
+    }
+  }
+}
+BENCHMARK(BM_PooledClonePss)->Arg(4)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
 }  // namespace
 }  // namespace odyssey::testing_vm
@@ -221,11 +261,15 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
-  for (const auto& [name, ms] : g_mean_ms) std::printf("vm_bench: mean %-22s %10.1f ms\n", name.c_str(), ms);
+  for (const auto& [name, v] : g_mean_ms) {
+    const bool mib = name.rfind("pss_", 0) == 0;
+    std::printf("vm_bench: %s %-24s %10.1f %s\n", mib ? "" : "mean", name.c_str(), v, mib ? "MiB" : "ms");
+  }
   auto cold = g_mean_ms.find("cold_boot_to_hello");
   auto hit = g_mean_ms.find("pool_hit_first_byte");
   if (cold != g_mean_ms.end() && hit != g_mean_ms.end() && hit->second > 0) {
-    std::printf("vm_bench: pool hit is %.0fx faster than cold boot to HELLO\n", cold->second / hit->second);
+    std::printf("vm_bench: pool hit / cold boot = %.4f (pool hit %.0fx faster than cold boot to HELLO)\n",
+                hit->second / cold->second, cold->second / hit->second);
   }
   if (auto* env = odyssey::testing_vm::VmEnv::IfCreated()) {
     std::string accel;  // written by the template's accelerator probe (kvm or tcg)

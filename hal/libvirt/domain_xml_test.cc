@@ -1,4 +1,5 @@
 #include "hal/libvirt/domain_xml.h"
+#include "hal/libvirt/guest_identity.h"
 
 #include <gtest/gtest.h>
 
@@ -43,6 +44,21 @@ TEST(DomainXmlTest, ReplaceAllCounts) {
   EXPECT_EQ(ReplaceAll(&s, "X", "XX"), 2u);
   EXPECT_EQ(s, "aXXbXXc");
   EXPECT_EQ(HostSocketPath("/d", 3, 513), "/d/vchan.3.0.513.sock");
+}
+
+TEST(GuestIdentityTest, FreshSeedPerCallAndCheckedHostname) {
+  auto a = MakeIdentityRefresh("disp-12.x");
+  auto b = MakeIdentityRefresh("disp-12.x");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  EXPECT_EQ(a->command, std::string(kGuestIdentityTool) + " disp-12.x");
+  EXPECT_EQ(a->seed.size(), kGuestIdentitySeedBytes);
+  EXPECT_NE(a->seed, b->seed);
+  for (const char* bad : {"", "-x", ".x", "a b", "a;reboot", "x$(id)", "0123456789012345678901234567890123456789012345678901234567890123"}) {
+    auto r = MakeIdentityRefresh(bad);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.error().message.find("invalid guest hostname"), std::string::npos);
+  }
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "base/io.h"
+#include "hal/libvirt/guest_identity.h"
 #include "snapshot/catalog.h"
 #include "snapshot/snapshot_file.h"
 
@@ -241,8 +242,15 @@ Result<qrexec::AgentConnectionPtr> ConnectAgent(const hal::Domain& dom) {
   return qrexec::AgentConnection::Connect(o);
 }
 
-Result<std::string> CallAgent(qrexec::AgentConnection& conn, const std::string& command) {
-  int out[2], err[2];
+Result<std::string> CallAgent(qrexec::AgentConnection& conn, const std::string& command,
+                              const std::string& stdin_data) {
+  int in[2], out[2], err[2];
+  if (::pipe2(in, O_CLOEXEC) != 0) return Error::Errno("pipe2", "agent call");
+  UniqueFd in_r(in[0]), in_w(in[1]);
+  // Small inputs only (seeds, short texts): they fit in the pipe, so write them up front.
+  if (stdin_data.size() > 4096) return Error{"CallAgent: stdin of " + command + " too large", EINVAL};
+  ODYSSEY_TRY(WriteAll(in_w.get(), stdin_data.data(), stdin_data.size()));
+  in_w.reset();
   if (::pipe2(out, O_CLOEXEC) != 0) return Error::Errno("pipe2", "agent call");
   UniqueFd out_r(out[0]), out_w(out[1]);
   if (::pipe2(err, O_CLOEXEC) != 0) return Error::Errno("pipe2", "agent call");
@@ -258,6 +266,7 @@ Result<std::string> CallAgent(qrexec::AgentConnection& conn, const std::string& 
   std::thread t_out(drain, out_r.get(), &stdout_text), t_err(drain, err_r.get(), &stderr_text);
   qrexec::CallRequest req;
   req.cmdline = "DEFAULT:" + command;
+  req.stdin_fd = in_r.get();
   req.stdout_fd = out_w.get();
   req.stderr_fd = err_w.get();
   auto code = conn.Call(req);
@@ -269,6 +278,38 @@ Result<std::string> CallAgent(qrexec::AgentConnection& conn, const std::string& 
   if (*code != 0)
     return Error{"'" + command + "' exited with " + std::to_string(*code) + ": " + stderr_text, EIO};
   return stdout_text;
+}
+
+Status RefreshIdentity(qrexec::AgentConnection& conn, const std::string& hostname) {
+  auto call = hal::libvirt::MakeIdentityRefresh(hostname);
+  if (!call.ok()) return call.error();
+  auto out = CallAgent(conn, call->command, call->seed);
+  if (!out.ok()) return out.error().Wrap("refreshing the identity of " + hostname);
+  return OkStatus();
+}
+
+Result<ReadyClone> PrepareReadyClone(VmEnv& env, const std::string& name_prefix) {
+  auto snap = env.Snapshot();
+  if (!snap.ok()) return snap.error();
+  hal::DomainSpec spec;
+  spec.name = env.UniqueName(name_prefix);
+  spec.template_name = env.tmpl().name;
+  auto dom = env.hv().CloneFromSnapshot(*snap, spec);
+  if (!dom.ok()) return dom.error();
+  ReadyClone c;
+  c.dom.reset(static_cast<hal::libvirt::LibvirtDomain*>(dom->release()));
+  auto fail = [&](const Error& e) -> Result<ReadyClone> {
+    if (c.conn) c.conn->Close();
+    (void)c.dom->Destroy();
+    return e.Wrap("preparing clone " + spec.name);
+  };
+  if (Status st = c.dom->Resume(); !st.ok()) return fail(st.error());
+  auto conn = ConnectAgent(*c.dom);
+  if (!conn.ok()) return fail(conn.error());
+  c.conn = std::move(*conn);
+  if (Status st = RefreshIdentity(*c.conn, spec.name); !st.ok()) return fail(st.error());
+  if (Status st = c.dom->Pause(); !st.ok()) return fail(st.error());
+  return c;
 }
 
 bool QemuRunning(const std::string& name) {

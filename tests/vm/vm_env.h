@@ -57,9 +57,23 @@ class VmEnv {
 // sockets, the way the engine does. Blocks until the agent says HELLO.
 Result<qrexec::AgentConnectionPtr> ConnectAgent(const hal::Domain& dom);
 
-// Runs `command` (sh -c in the guest, as DEFAULT:) through the agent and returns its
-// stdout (capped at 1 MiB); a non-zero exit code is an error carrying stderr.
-Result<std::string> CallAgent(qrexec::AgentConnection& conn, const std::string& command);
+// Runs `command` (sh -c in the guest, as DEFAULT:) through the agent with stdin_data as its
+// whole stdin and returns its stdout (capped at 1 MiB); a non-zero exit code is an error
+// carrying stderr.
+Result<std::string> CallAgent(qrexec::AgentConnection& conn, const std::string& command,
+                              const std::string& stdin_data = "");
+
+// Gives a restored clone its own identity (hal/libvirt/guest_identity.h: fresh RNG seed,
+// hostname) through its agent.
+Status RefreshIdentity(qrexec::AgentConnection& conn, const std::string& hostname);
+
+// A restored clone made ready the way the engine's pool makes one: resumed, agent connected
+// (HELLO exchanged), identity refreshed, paused again. A pool hit is then Resume() + a call.
+struct ReadyClone {
+  std::unique_ptr<hal::libvirt::LibvirtDomain> dom;
+  qrexec::AgentConnectionPtr conn;
+};
+Result<ReadyClone> PrepareReadyClone(VmEnv& env, const std::string& name_prefix);
 
 // Whether any process's command line names the QEMU guest `name` (guest=<name>,).
 bool QemuRunning(const std::string& name);

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "base/io.h"
+#include "hal/libvirt/guest_identity.h"
 #include "hal/libvirt/libvirt_hypervisor.h"
 #include "snapshot/catalog.h"
 #include "snapshot/snapshot_file.h"
@@ -153,6 +154,37 @@ TEST_F(VmTest, SnapshotIsSealedAndRestoredCloneAnswers) {
   ASSERT_FALSE(again.ok());
   EXPECT_NE(again.error().message.find("exited with 3"), std::string::npos) << again.error().message;
   ASSERT_TRUE(dom->Destroy().ok());
+}
+
+// The pool's way: clones restored, resumed, HELLO exchanged, identity refreshed, paused; a
+// hit is Resume() + one call. Each clone has its own hostname and RNG stream although all
+// were restored from one memory image.
+TEST_F(VmTest, PooledClonesGetTheirOwnIdentityAndAnswerAfterResume) {
+  auto a = PrepareReadyClone(env(), "ida");
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  auto b = PrepareReadyClone(env(), "idb");
+  ASSERT_TRUE(b.ok()) << b.error().message;
+  std::string random[2];
+  int i = 0;
+  for (ReadyClone* c : {&*a, &*b}) {
+    EXPECT_EQ(c->dom->state(), DomainState::kPaused);
+    ASSERT_TRUE(c->dom->Resume().ok());
+    auto host = CallAgent(*c->conn, "hostname");
+    ASSERT_TRUE(host.ok()) << host.error().message;
+    EXPECT_EQ(*host, c->dom->name() + "\n");
+    auto rnd = CallAgent(*c->conn, "head -c 32 /dev/urandom | md5sum");
+    ASSERT_TRUE(rnd.ok()) << rnd.error().message;
+    random[i++] = *rnd;
+  }
+  EXPECT_NE(random[0], random[1]);
+  // The identity tool refuses what it cannot use.
+  auto bad = CallAgent(*a->conn, std::string(hal::libvirt::kGuestIdentityTool) + " x", "short seed");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("seed is 10 bytes"), std::string::npos) << bad.error().message;
+  for (ReadyClone* c : {&*a, &*b}) {
+    c->conn->Close();
+    ASSERT_TRUE(c->dom->Destroy().ok());
+  }
 }
 
 TEST_F(VmTest, TenSequentialClonesLeaveNoQemuOrFilesBehind) {
