@@ -169,6 +169,10 @@ WorkerPool& WorkerPool::Shared() {
 }
 
 void WorkerPool::Run(std::function<void()> task) {
+  if (::getpid() != owner_) {  // forked child: no workers here, the lock may be stale
+    std::thread(std::move(task)).detach();
+    return;
+  }
   std::unique_lock<std::mutex> lock(mu_);
   tasks_.push_back(std::move(task));
   if (idle_ >= tasks_.size()) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <condition_variable>
 #include <deque>
@@ -67,9 +68,11 @@ class ChildReaper {
 // A task may block for as long as it likes: when no worker is idle, Run() starts a new one,
 // so tasks never wait for each other. Up to `keep_idle` finished workers stay for the next
 // task; the others exit. Threads start with the signal mask of the thread calling Run().
+// In a child forked from the owning process (the workers did not survive the fork, and the
+// lock may be held) Run() falls back to a new detached thread per task.
 class WorkerPool {
  public:
-  explicit WorkerPool(size_t keep_idle = 8) : keep_idle_(keep_idle) {}
+  explicit WorkerPool(size_t keep_idle = 8) : keep_idle_(keep_idle), owner_(::getpid()) {}
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
   void Run(std::function<void()> task);
@@ -80,6 +83,7 @@ class WorkerPool {
  private:
   void Work();
   const size_t keep_idle_;
+  const pid_t owner_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> tasks_;

@@ -11,6 +11,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -729,3 +732,44 @@ TEST_F(QrexecTest, AgentAsPid1ReapsAndServes) {
 
 }  // namespace
 }  // namespace odyssey::qrexec
+
+// The pool the daemon, agent and transports run their per-call work on: tasks that block
+// never wait for each other (64 tasks that only finish together all run), and a forked
+// child (no workers there) still runs tasks.
+TEST(WorkerPoolTest, BlockingTasksRunAtOnceAndForkedChildStillRuns) {
+  using odyssey::qrexec::WorkerPool;
+  static WorkerPool* pool = new WorkerPool(4);  // outlives its detached workers
+  constexpr int kTasks = 64;
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    int started = 0;
+    std::atomic<int> finished{0};
+  };
+  for (int round = 0; round < 2; ++round) {  // the second round reuses idle workers
+    auto st = std::make_shared<Shared>();      // kept alive by every task
+    for (int i = 0; i < kTasks; ++i) {
+      pool->Run([st] {
+        std::unique_lock<std::mutex> lock(st->mu);
+        ++st->started;
+        st->cv.notify_all();
+        // Each task waits until all have started: this only ends if none waits for a worker.
+        st->cv.wait(lock, [&] { return st->started == kTasks; });
+        ++st->finished;
+      });
+    }
+    for (int i = 0; i < 2000 && st->finished < kTasks; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_EQ(st->finished.load(), kTasks) << "round " << round;
+  }
+  pid_t child = ::fork();
+  if (child == 0) {
+    auto ran = std::make_shared<std::atomic<bool>>(false);
+    pool->Run([ran] { *ran = true; });
+    for (int i = 0; i < 2000 && !*ran; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ::_exit(*ran ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
