@@ -12,7 +12,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 quick=0 out="" build=""
-cmdline="bench/report.sh $*"
+cmdline="bench/report.sh${*:+ $*}"
 while (($#)); do
   case "$1" in
     --quick) quick=1 ;;
