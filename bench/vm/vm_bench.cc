@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "hal/libvirt/libvirt_hypervisor.h"
+#include "bench/vm/vm_bench_util.h"
 #include "tests/vm/vm_env.h"
 
 namespace odyssey::testing_vm {
@@ -23,20 +24,9 @@ namespace {
 
 using hal::libvirt::LibvirtDomain;
 using hal::libvirt::WaitForAgentHello;
-using Clock = std::chrono::steady_clock;
+using Clock = BenchClock;
 
 std::map<std::string, double> g_mean_ms;  // benchmark -> mean wall ms, for the ratio
-
-bool Ready(benchmark::State& state) {
-  VmEnv& env = VmEnv::Get();
-  std::string why = !env.skip_reason().empty() ? env.skip_reason() : env.setup_error();
-  if (why.empty()) {
-    auto snap = env.Snapshot();
-    if (!snap.ok()) why = snap.error().message;
-  }
-  if (!why.empty()) state.SkipWithError(why.c_str());
-  return why.empty();
-}
 
 std::unique_ptr<LibvirtDomain> Clone(benchmark::State& state, const std::string& prefix) {
   VmEnv& env = VmEnv::Get();
@@ -59,29 +49,8 @@ void Record(const std::string& name, double total_ms, int64_t n) {
   if (n > 0) g_mean_ms[name] = total_ms / static_cast<double>(n);
 }
 
-// Iteration count, capped by $ODYSSEY_BENCH_MAX_ITERATIONS (bench/report.sh --quick).
-int Iters(int n) {
-  const char* e = std::getenv("ODYSSEY_BENCH_MAX_ITERATIONS");
-  int cap = e && *e ? std::atoi(e) : 0;
-  return cap > 0 ? std::min(n, cap) : n;
-}
-
-// p50/p90/p99 of the timed iterations in ms, as counters (read by bench/report.sh).
-void Percentiles(benchmark::State& state, std::vector<double> ms) {
-  if (ms.empty()) return;
-  std::sort(ms.begin(), ms.end());
-  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * ms.size()))]; };
-  state.counters["p50_ms"] = at(0.50);
-  state.counters["p90_ms"] = at(0.90);
-  state.counters["p99_ms"] = at(0.99);
-}
-
-double Ms(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
 void BM_ColdBootToHello(benchmark::State& state) {
-  if (!Ready(state)) return;
+  if (!VmBenchReady(state)) return;
   VmEnv& env = VmEnv::Get();
   double total = 0;
   std::vector<double> samples;
@@ -98,20 +67,20 @@ void BM_ColdBootToHello(benchmark::State& state) {
                                 env.hv().options().hello_timeout);
     auto t1 = Clock::now();
     state.PauseTiming();
-    total += Ms(t0, t1);
-    samples.push_back(Ms(t0, t1));
+    total += MsBetween(t0, t1);
+    samples.push_back(MsBetween(t0, t1));
     (void)(*dom)->Destroy();
     if (!fd.ok()) state.SkipWithError(fd.error().message.c_str());
     state.ResumeTiming();
   }
-  Percentiles(state, samples);
+  ReportPercentiles(state, samples);
   Record("cold_boot_to_hello", total, state.iterations());
 }
-BENCHMARK(BM_ColdBootToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(Iters(2));
+BENCHMARK(BM_ColdBootToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(CappedIterations(2));
 
 // Template snapshot -> paused clone (per-clone image copy + virDomainRestoreFlags).
 void BM_RestorePaused(benchmark::State& state) {
-  if (!Ready(state)) return;
+  if (!VmBenchReady(state)) return;
   double total = 0;
   std::vector<double> samples;
   for (auto _ : state) {
@@ -120,20 +89,20 @@ void BM_RestorePaused(benchmark::State& state) {
     auto t1 = Clock::now();
     if (!dom) break;
     state.PauseTiming();
-    total += Ms(t0, t1);
-    samples.push_back(Ms(t0, t1));
+    total += MsBetween(t0, t1);
+    samples.push_back(MsBetween(t0, t1));
     auto stats = dom->Stats();
     if (stats.ok()) state.counters["pss_MiB"] = static_cast<double>(stats->memory_pss_bytes) / (1 << 20);
     (void)dom->Destroy();
     state.ResumeTiming();
   }
-  Percentiles(state, samples);
+  ReportPercentiles(state, samples);
   Record("restore_paused", total, state.iterations());
 }
-BENCHMARK(BM_RestorePaused)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(Iters(5));
+BENCHMARK(BM_RestorePaused)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(CappedIterations(5));
 
 void BM_RestoreToHello(benchmark::State& state) {
-  if (!Ready(state)) return;
+  if (!VmBenchReady(state)) return;
   VmEnv& env = VmEnv::Get();
   double total = 0;
   std::vector<double> samples;
@@ -145,23 +114,23 @@ void BM_RestoreToHello(benchmark::State& state) {
     auto fd = WaitForAgentHello(dom->control_socket(), env.hv().options().hello_timeout);
     auto t1 = Clock::now();
     state.PauseTiming();
-    total += Ms(t0, t1);
-    samples.push_back(Ms(t0, t1));
+    total += MsBetween(t0, t1);
+    samples.push_back(MsBetween(t0, t1));
     (void)dom->Destroy();
     if (!resumed.ok() || !fd.ok()) state.SkipWithError("restore to hello failed");
     state.ResumeTiming();
   }
-  Percentiles(state, samples);
+  ReportPercentiles(state, samples);
   Record("restore_to_hello", total, state.iterations());
 }
-BENCHMARK(BM_RestoreToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(Iters(5));
+BENCHMARK(BM_RestoreToHello)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(CappedIterations(5));
 
 // A pool hit as the engine makes it: the clone was restored, resumed, its agent connection
 // opened (HELLO exchanged), its identity refreshed (fresh RNG seed, hostname) and paused
 // again beforehand (untimed, PrepareReadyClone). Timed: Resume + the first byte of a
 // "uname -r" call's output (arg 0), or + the whole call with its exit code (arg 1).
 void BM_PoolHit(benchmark::State& state) {
-  if (!Ready(state)) return;
+  if (!VmBenchReady(state)) return;
   const bool full_call = state.range(0) == 1;
   double total = 0;
   std::vector<double> samples, resume_ms;
@@ -172,55 +141,35 @@ void BM_PoolHit(benchmark::State& state) {
       state.SkipWithError(ready.error().message.c_str());
       break;
     }
-    auto& dom = ready->dom;
-    auto& conn = ready->conn;
-    int out[2];
-    if (::pipe(out) != 0) break;
-    UniqueFd out_r(out[0]), out_w(out[1]);
     state.ResumeTiming();
-    auto t0 = Clock::now();
-    Status resumed = dom->Resume();
-    const auto t_resumed = Clock::now();
-    Clock::time_point first{};
-    std::thread reader([&] {
-      char c;
-      if (::read(out_r.get(), &c, 1) == 1) first = Clock::now();
-      char buf[256];
-      while (::read(out_r.get(), buf, sizeof buf) > 0) {
-      }
-    });
-    qrexec::CallRequest req;
-    req.cmdline = "DEFAULT:uname -r";
-    req.stdout_fd = out_w.get();
-    auto code = conn->Call(req);
-    auto t_done = Clock::now();
-    out_w.reset();
-    reader.join();
-    bool ok = resumed.ok() && code.ok() && *code == 0 && first != Clock::time_point{};
+    auto hit = TimedPoolHit(*ready);
     state.PauseTiming();
-    total += Ms(t0, full_call ? t_done : first);
-    samples.push_back(Ms(t0, full_call ? t_done : first));
-    resume_ms.push_back(Ms(t0, t_resumed));
-    conn->Close();
-    (void)dom->Destroy();
-    if (!ok) state.SkipWithError("pool hit failed");
+    ready->conn->Close();
+    (void)ready->dom->Destroy();
+    if (!hit.ok()) {
+      state.SkipWithError(hit.error().message.c_str());
+      break;
+    }
+    total += full_call ? hit->call_ms : hit->first_byte_ms;
+    samples.push_back(full_call ? hit->call_ms : hit->first_byte_ms);
+    resume_ms.push_back(hit->resume_ms);
     state.ResumeTiming();
   }
-  Percentiles(state, samples);
+  ReportPercentiles(state, samples);
   if (!resume_ms.empty()) {
     std::sort(resume_ms.begin(), resume_ms.end());
     state.counters["resume_p50_ms"] = resume_ms[resume_ms.size() / 2];  // virDomainResume alone
   }
   Record(full_call ? "pool_hit_call" : "pool_hit_first_byte", total, state.iterations());
 }
-BENCHMARK(BM_PoolHit)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(Iters(10));
+BENCHMARK(BM_PoolHit)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(CappedIterations(10));
 
 // PSS of pooled clones: N clones prepared as the pool prepares them (ready, paused), then the
 // proportional set size of each one's QEMU (/proc/PID/smaps_rollup), mean over the N.
 // Memory shared between the clones (the template's RAM file, QEMU's binary and libraries)
 // is split between them; what each clone wrote is its own.
 void BM_PooledClonePss(benchmark::State& state) {
-  if (!Ready(state)) return;
+  if (!VmBenchReady(state)) return;
   const int n = static_cast<int>(state.range(0));
   for (auto _ : state) {
     std::vector<ReadyClone> clones;

@@ -1,6 +1,6 @@
 // Helpers shared by the VM benchmarks (vm_bench.cc, vm_scale_bench.cc): iteration caps,
-// percentile counters, a pool member (restored, agent HELLO done, paused) and the timed pool
-// hit. Benchmarks measure; nothing here asserts.
+// percentile counters, the environment check and the timed pool hit. Benchmarks measure;
+// nothing here asserts.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -46,49 +47,36 @@ inline void ReportPercentiles(benchmark::State& state, std::vector<double> ms,
   state.counters[prefix + "p99_ms"] = at(0.99);
 }
 
-// A pool member as the engine keeps one: a clone of the template snapshot that was resumed,
-// whose agent connection is open (HELLO exchanged), and that was paused again.
-struct PoolMember {
-  hal::DomainPtr dom;
-  qrexec::AgentConnectionPtr conn;
-};
-
-// Restores a clone named <prefix><pid>x<n> and makes it a pool member. On error nothing is
-// left running.
-inline Result<PoolMember> MakePoolMember(VmEnv& env, const std::string& prefix) {
-  auto snap = env.Snapshot();
-  if (!snap.ok()) return snap.error();
-  hal::DomainSpec spec;
-  spec.name = env.UniqueName(prefix);
-  auto dom = env.hv().CloneFromSnapshot(*snap, spec);
-  if (!dom.ok()) return dom.error();
-  PoolMember m{std::move(*dom), nullptr};
-  Status resumed = m.dom->Resume();
-  auto conn =
-      resumed.ok() ? ConnectAgent(*m.dom) : Result<qrexec::AgentConnectionPtr>(resumed.error());
-  Status paused = conn.ok() ? m.dom->Pause() : Status(conn.error());
-  if (!paused.ok()) {
-    (void)m.dom->Destroy();
-    return paused.error().Wrap("making pool member " + spec.name);
+// Whether VMs can run here and the template snapshot is ready; if not, sets the benchmark's
+// error (a skip reason such as "qemu-system-x86_64 is not installed", or the setup error).
+inline bool VmBenchReady(benchmark::State& state) {
+  VmEnv& env = VmEnv::Get();
+  std::string why = !env.skip_reason().empty() ? env.skip_reason() : env.setup_error();
+  if (why.empty()) {
+    auto snap = env.Snapshot();
+    if (!snap.ok()) why = snap.error().message;
   }
-  m.conn = std::move(*conn);
-  return m;
+  if (!why.empty()) state.SkipWithError(why.c_str());
+  return why.empty();
 }
 
 // Wall times of one pool hit, from the Resume() call on.
 struct PoolHitTimes {
+  double resume_ms = 0;      // -> virDomainResume returned
   double first_byte_ms = 0;  // -> first byte of the call's stdout
   double call_ms = 0;        // -> the call's exit code
 };
 
-// The timed part of a pool hit: resumes the member and runs "uname -r" through its agent.
-// An error when the resume or the call failed, or the call printed nothing or exited non-zero.
-inline Result<PoolHitTimes> TimedPoolHit(PoolMember& m) {
+// The timed part of a pool hit on a ReadyClone (PrepareReadyClone): resumes it and runs
+// "uname -r" through its agent. An error when the resume or the call failed, or the call
+// printed nothing or exited non-zero.
+inline Result<PoolHitTimes> TimedPoolHit(ReadyClone& m) {
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) return Error::Errno("pipe2", "pool hit of " + m.dom->name());
   UniqueFd out_r(out[0]), out_w(out[1]);
   auto t0 = BenchClock::now();
   Status resumed = m.dom->Resume();
+  const auto t_resumed = BenchClock::now();
   BenchClock::time_point first{};
   std::thread reader([&] {
     char c;
@@ -112,7 +100,7 @@ inline Result<PoolHitTimes> TimedPoolHit(PoolMember& m) {
                      (first == BenchClock::time_point{} ? " and printed nothing" : ""),
                  EIO};
   }
-  return PoolHitTimes{MsBetween(t0, first), MsBetween(t0, t_done)};
+  return PoolHitTimes{MsBetween(t0, t_resumed), MsBetween(t0, first), MsBetween(t0, t_done)};
 }
 
 }  // namespace odyssey::testing_vm

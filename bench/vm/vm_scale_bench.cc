@@ -1,13 +1,14 @@
 // VM clone scaling (issue #8): pool-hit latency and memory with a pool of 1, 4 and 8 paused
 // clones at the HAL level (libvirt embedded QEMU; TCG where KVM does not work), built into
-// vm_bench. Each iteration: with the pool full (N members, each restored from the template
-// snapshot, agent HELLO done, paused), sample every member's QEMU PSS and RSS
-// (/proc/PID/smaps_rollup, via Domain::Stats), then time one pool hit (resume -> first byte
-// of "uname -r") while the other N-1 members stay paused, destroy the used member as the
-// engine does, and refill the pool (restore -> HELLO -> pause, timed separately).
-// Counters (read by bench/report/aggregate.py): p50/p90/p99_ms of the hit, refill_p50_ms,
-// pool_pss_MiB / pss_MiB_per_clone and pool_rss_MiB / rss_MiB_per_clone (means of the
-// samples), clones. Runs in minutes under TCG: N + iterations restores per pool size.
+// vm_bench. The pool's members are made as the engine's pool makes them (PrepareReadyClone:
+// restored, agent HELLO done, identity refreshed, paused). Each iteration, with the pool
+// full: sample every member's QEMU PSS and RSS (/proc/PID/smaps_rollup, via Domain::Stats),
+// time one pool hit (resume -> first byte of "uname -r", as vm_bench's BM_PoolHit/0) while
+// the other N-1 members stay paused, destroy the used member as the engine does, and refill
+// the pool (timed separately). Counters (read by bench/report/aggregate.py): p50/p90/p99_ms of
+// the hit, refill_p50_ms, pool_pss_MiB / pss_MiB_per_clone and pool_rss_MiB /
+// rss_MiB_per_clone (means of the samples), clones. Runs in minutes under TCG: N +
+// iterations - 1 clones prepared per pool size.
 #include <benchmark/benchmark.h>
 
 #include <deque>
@@ -22,7 +23,7 @@ namespace {
 constexpr double kMiB = 1 << 20;
 
 // Sums the QEMU PSS and RSS of every member; false (with an error set) if one has no stats.
-bool SamplePoolMemory(benchmark::State& state, std::deque<PoolMember>& pool, double* pss_mib,
+bool SamplePoolMemory(benchmark::State& state, std::deque<ReadyClone>& pool, double* pss_mib,
                       double* rss_mib) {
   *pss_mib = *rss_mib = 0;
   for (auto& m : pool) {
@@ -40,9 +41,9 @@ bool SamplePoolMemory(benchmark::State& state, std::deque<PoolMember>& pool, dou
 }
 
 // Adds a member to the pool and records how long that took; false (with an error set) on failure.
-bool Refill(benchmark::State& state, std::deque<PoolMember>& pool, std::vector<double>& refill_ms) {
+bool Refill(benchmark::State& state, std::deque<ReadyClone>& pool, std::vector<double>& refill_ms) {
   auto t0 = BenchClock::now();
-  auto m = MakePoolMember(VmEnv::Get(), "bscale");
+  auto m = PrepareReadyClone(VmEnv::Get(), "bscale");
   if (!m.ok()) {
     state.SkipWithError(m.error().message.c_str());
     return false;
@@ -53,18 +54,9 @@ bool Refill(benchmark::State& state, std::deque<PoolMember>& pool, std::vector<d
 }
 
 void BM_Scale_VmPoolHitByClones(benchmark::State& state) {
-  VmEnv& env = VmEnv::Get();
-  std::string why = !env.skip_reason().empty() ? env.skip_reason() : env.setup_error();
-  if (why.empty()) {
-    auto snap = env.Snapshot();
-    if (!snap.ok()) why = snap.error().message;
-  }
-  if (!why.empty()) {
-    state.SkipWithError(why.c_str());
-    return;
-  }
+  if (!VmBenchReady(state)) return;
   const auto clones = static_cast<size_t>(state.range(0));
-  std::deque<PoolMember> pool;
+  std::deque<ReadyClone> pool;
   std::vector<double> hit_ms, refill_ms;
   double pss_sum = 0, rss_sum = 0;
   int samples = 0;
