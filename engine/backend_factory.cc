@@ -38,9 +38,8 @@ std::string DefaultPolicyDir() {
 }
 
 std::vector<std::string> DefaultServicePath() {
-  return {std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services",
-          std::string(ODYSSEY_ENGINE_DATA_DIR) + "/services", "/usr/local/etc/qubes-rpc",
-          "/etc/qubes-rpc"};
+  return {std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services", ODYSSEY_SERVICES_INSTALL_DIR,
+          "/usr/local/etc/qubes-rpc", "/etc/qubes-rpc"};
 }
 
 void ApplyInstallDefaults(Config* config) {

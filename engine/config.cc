@@ -207,7 +207,7 @@ std::string DefaultGuestServicesDir() {
   if (const char* e = std::getenv("ODYSSEY_GUEST_SERVICES"); e && *e) return e;
   std::string src = std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services";
   if (::access(src.c_str(), R_OK) == 0) return src;
-  return std::string(ODYSSEY_ENGINE_DATA_DIR) + "/services";
+  return ODYSSEY_SERVICES_INSTALL_DIR;
 }
 
 }  // namespace odyssey::engine

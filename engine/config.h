@@ -51,7 +51,7 @@ std::string DefaultGuestAgentPath();
 // guest/build-image.sh: $ODYSSEY_BUILD_IMAGE, else the source tree's, else the installed one.
 std::string DefaultImageBuilderPath();
 // qrexec services put into guest images: $ODYSSEY_GUEST_SERVICES, else the source tree's
-// handlers/services, else the engine's installed services.
+// handlers/services, else the installed handlers/services (ODYSSEY_SERVICES_INSTALL_DIR).
 std::string DefaultGuestServicesDir();
 
 

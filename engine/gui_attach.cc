@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "base/io.h"
+
 namespace odyssey::engine {
 namespace {
 
@@ -228,6 +230,15 @@ std::unique_ptr<GuiAttachment> AttachGui(const std::optional<GuiRequest>& reques
   if (addr.domid < 0 || addr.socket_dir.empty()) {
     spdlog::info("gui: {} has no socket vchan (backend without GUI); running headless",
                  member.name());
+    // The user asked for a window: say on the caller's stderr why none comes and what to do.
+    if (spec->stderr_fd.valid()) {
+      const std::string note =
+          "odyssey: no window on " + request->display + ": " + member.name() +
+          " runs on odysseyd's process backend, which has no GUI channel; it runs headless. "
+          "Windows need the hal native backend: run odysseyd as root (`odyssey ping` names the "
+          "backend in use).\n";
+      (void)WriteAll(spec->stderr_fd.get(), note.data(), note.size());
+    }
     return nullptr;
   }
   if (GuiAgentPath().empty()) {

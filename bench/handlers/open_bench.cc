@@ -45,8 +45,7 @@ Env* TheEnv() {
     auto e = std::make_unique<Env>();
     e->daemon = std::make_unique<TestDaemon>(std::map<std::string, std::string>{
         {"pool_size", "2"}, {"log_level", "warn"}, {"backend", BenchBackend()},
-        {"service_path", std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services:" +
-                             ODYSSEY_ENGINE_DATA_DIR + "/services"}});
+        {"service_path", std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services"}});
     ::chmod(e->daemon->dir().c_str(), 0711);
     if (!e->daemon->Start()) {
       std::fprintf(stderr, "open_bench: odysseyd did not start:\n%s\n", e->daemon->Log().c_str());

@@ -54,11 +54,10 @@ class EngineOpenTest : public ::testing::Test {
   void TearDown() override {
     if (!work_.empty()) std::filesystem::remove_all(work_);
   }
-  // A daemon on the default backend whose services are handlers/services (then the
-  // engine's), after `extra_services` when given.
+  // A daemon on the default backend whose services are handlers/services, after
+  // `extra_services` when given.
   std::unique_ptr<TestDaemon> Daemon(const std::string& extra_services = "") {
-    std::string services = std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services:" +
-                           ODYSSEY_ENGINE_DATA_DIR + "/services";
+    std::string services = std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services";
     if (!extra_services.empty()) {
       // hal/native binds only the first directory of the service path into its domains:
       // the extra one gets the real services it does not replace.

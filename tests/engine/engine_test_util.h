@@ -115,7 +115,7 @@ class TestDaemon {
         {"pool_size", "2"},
         {"log_level", "debug"},
         {"log_file", dir_ + "/odysseyd.log"},
-        {"service_path", std::string(ODYSSEY_ENGINE_DATA_DIR) + "/services"},
+        {"service_path", std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services"},
         {"stub_path", ODYSSEY_STUB_PATH}};
     for (auto& [k, v] : config_) c[k] = v;
     std::ofstream f(dir_ + "/odysseyd.conf");

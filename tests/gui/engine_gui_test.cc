@@ -9,14 +9,19 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <functional>
+#include <memory>
 #include <set>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 
+#include "base/io.h"
 #include "gui/xvfb.h"
 #include "tests/engine/engine_test_util.h"
 #include "tests/gui/gui_test_util.h"
+#include "tests/handlers/test_util.h"
 
 namespace odyssey::engine::testing {
 namespace {
@@ -43,14 +48,33 @@ int CountProcesses(const std::string& needle) {
   for (auto& e : std::filesystem::directory_iterator("/proc")) {
     std::string pid = e.path().filename();
     if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream f(e.path() / "cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(f)), {});
+    auto read = ReadFileToString(e.path() / "cmdline");  // fails when it just exited
+    if (!read.ok()) continue;
+    std::string cmd = std::move(*read);
     for (char& c : cmd)
       if (c == '\0') c = ' ';
     if (std::to_string(::getpid()) != pid && cmd.find(needle) != std::string::npos) ++n;
   }
   return n;
 }
+
+// `odyssey open FILE` on the test desktop: the CLI runs on a thread until the disposable
+// ends; the window of the viewer qubes.OpenInVM started in it is found by its title
+// "[dispN] BASE…". Destroying it before the CLI ended kills the disposable first.
+struct OpenedWindow {
+  std::thread cli;
+  std::shared_ptr<CliResult> result = std::make_shared<CliResult>();
+  std::string title, name;  // "[dispN] …", "dispN"
+  xcb_window_t frame = 0;
+  std::function<void()> kill;  // asks odysseyd to kill the disposable
+  OpenedWindow() = default;
+  OpenedWindow(OpenedWindow&&) = default;
+  ~OpenedWindow() {
+    if (!cli.joinable()) return;
+    if (kill) kill();
+    cli.join();
+  }
+};
 
 class EngineGuiTest : public ::testing::Test {
  protected:
@@ -149,6 +173,40 @@ class EngineGuiTest : public ::testing::Test {
                           std::chrono::seconds(30)));
   }
 
+  // Runs `odyssey open doc` with DISPLAY set to this desktop and waits for its window.
+  OpenedWindow Open(const std::string& doc) {
+    ::setenv("DISPLAY", desktop_->display().c_str(), 1);
+    ::unsetenv("XAUTHORITY");
+    OpenedWindow w;
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    w.cli = std::thread([d = daemon_.get(), doc, done, r = w.result] {
+      *r = d->Cli({"open", doc});
+      *done = true;
+    });
+    const std::string base = std::filesystem::path(doc).filename();
+    WaitUntil(
+        [&] {
+          for (auto f : probe_->FindByTitlePrefix("[disp")) {
+            std::string t = probe_->Property(f, "WM_NAME");
+            if (t.find("] " + base) != std::string::npos) w.title = t;
+          }
+          return !w.title.empty() || *done;
+        },
+        std::chrono::seconds(90));
+    if (w.title.empty()) {
+      w.cli.join();
+      ADD_FAILURE() << "no window for " << base << "; odyssey open exited "
+                    << w.result->exit_code << ": " << w.result->err;
+      return w;
+    }
+    w.name = w.title.substr(1, w.title.find(']') - 1);
+    w.kill = [d = daemon_.get(), name = w.name] {
+      (void)d->Client().Request({{"op", "kill"}, {"name", name}});
+    };
+    w.frame = FindWindow(w.title);
+    return w;
+  }
+
   std::unique_ptr<XvfbServer> desktop_;
   std::unique_ptr<XProbe> probe_;
   std::unique_ptr<TestDaemon> daemon_;
@@ -180,45 +238,70 @@ TEST_F(EngineGuiTest, ProgramWindowAppearsFramedAndClosingItDestroysTheDisposabl
   ExpectGone(name);
 }
 
-TEST_F(EngineGuiTest, OpenDocumentShowsItsViewerAndClosingReturnsTheCli) {
-  std::string dir = MakeTempDir("gui-open");
-  std::string doc = dir + "/report-" + std::to_string(::getpid()) + ".pdf";
-  std::filesystem::copy_file(std::string(ODYSSEY_SOURCE_DIR) + "/samples/sample.pdf", doc);
-  ::setenv("DISPLAY", desktop_->display().c_str(), 1);
-  ::unsetenv("XAUTHORITY");
-  CliResult r;
-  std::atomic<bool> cli_done{false};
-  std::thread cli([&] {
-    r = daemon_->Cli({"open", doc});
-    cli_done = true;
-  });
-  std::string base = std::filesystem::path(doc).filename();
-  std::vector<xcb_window_t> found;
+TEST_F(EngineGuiTest, OpenPdfRendersItInMupdfAndClosingDestroysTheDisposable) {
+  if (!OnPath("mupdf")) GTEST_SKIP() << "mupdf is not installed (scripts/deps.d/gui.txt: apt-get install mupdf)";
+  handlers::testing::TempDir dir;
+  std::string base = "report-" + std::to_string(::getpid()) + ".pdf";
+  // One 300x200 pt page: white, a (0.2, 0.3, 0.8) block of 150x66 pt, a line of text.
+  handlers::testing::WritePdf(dir / base, 1);
+  OpenedWindow w = Open(dir / base);
+  ASSERT_NE(w.frame, 0u) << w.result->err;
+  // mupdf's own title: "NAME - PAGE/PAGES (DPI dpi)".
+  EXPECT_EQ(w.title.rfind("[" + w.name + "] " + base + " - 1/1 (", 0), 0u) << w.title;
+  CheckFrame(w.frame, w.title, "engine_gui_open_pdf.png");
+  // The page is rendered: the block's colour fills a good part of the window's content
+  // (at mupdf's default 100 dpi, about 208x92 px).
+  xcb_window_t content = probe_->FirstChild(w.frame);
+  int cx, cy, cw, ch;
+  ASSERT_TRUE(probe_->RootPosition(content, &cx, &cy));
+  ASSERT_TRUE(probe_->Geometry(content, &cw, &ch));
+  size_t block = 0, white = 0;
   EXPECT_TRUE(WaitUntil(
       [&] {
-        found.clear();
-        for (auto w : probe_->FindByTitlePrefix("[disp"))
-          if (probe_->Property(w, "WM_NAME").find("] " + base) != std::string::npos) found.push_back(w);
-        return !found.empty() || cli_done;
+        block = white = 0;
+        for (uint32_t p : probe_->RootPixels(cx, cy, cw, ch)) {
+          auto near = [p](int r, int g, int b) {
+            return std::abs(static_cast<int>(p >> 16) - r) <= 8 &&
+                   std::abs(static_cast<int>((p >> 8) & 0xff) - g) <= 8 &&
+                   std::abs(static_cast<int>(p & 0xff) - b) <= 8;
+          };
+          block += near(51, 77, 204);
+          white += p == 0xffffff;
+        }
+        return block >= 10000 && white >= 10000;
       },
-      std::chrono::seconds(90)));
-  if (found.empty()) {
-    cli.join();
-    FAIL() << "no window for " << base << "; odyssey open exited " << r.exit_code << ": " << r.err;
-  }
-  std::string title = probe_->Property(found[0], "WM_NAME");
-  std::string name = title.substr(1, title.find(']') - 1);
-  xcb_window_t frame = FindWindow(title);
-  ASSERT_NE(frame, 0u);
-  CheckFrame(frame, title, "engine_gui_open.png");
+      std::chrono::seconds(30)))
+      << block << " block pixels, " << white << " white pixels in " << cw << "x" << ch;
+  int fx, fy, fw, fh;  // the screenshot again, now that the page is drawn
+  ASSERT_TRUE(probe_->RootPosition(w.frame, &fx, &fy) && probe_->Geometry(w.frame, &fw, &fh));
+  EXPECT_TRUE(probe_->SavePng("engine_gui_open_pdf.png", fx, fy, fw, fh));
 
-  Close(frame);
-  cli.join();
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.err.find("received " + base), std::string::npos) << r.err;
-  EXPECT_FALSE(std::filesystem::exists(doc + ".edited")) << "nothing was edited";
-  ExpectGone(name);
-  std::filesystem::remove_all(dir);
+  Close(w.frame);
+  w.cli.join();
+  EXPECT_EQ(w.result->exit_code, 0) << w.result->err;
+  EXPECT_NE(w.result->err.find("received " + base), std::string::npos) << w.result->err;
+  EXPECT_NE(w.result->err.find(base + " (application/pdf) opens with mupdf"), std::string::npos)
+      << w.result->err;
+  EXPECT_FALSE(std::filesystem::exists(dir / (base + ".edited"))) << "nothing was edited";
+  ExpectGone(w.name);
+  EXPECT_EQ(CountProcesses(base), 0) << "the viewer is gone with its disposable";
+}
+
+// Text goes to xmessage, titled with the file's name; its words are drawn.
+TEST_F(EngineGuiTest, OpenTextShowsItInXmessage) {
+  handlers::testing::TempDir dir;
+  std::string base = "notes-" + std::to_string(::getpid()) + ".txt";
+  handlers::testing::WriteText(dir / base, "Meeting notes: nothing secret here.\n");
+  OpenedWindow w = Open(dir / base);
+  ASSERT_NE(w.frame, 0u) << w.result->err;
+  EXPECT_EQ(w.title, "[" + w.name + "] " + base);
+  CheckFrame(w.frame, w.title, "engine_gui_open_text.png");
+  Close(w.frame);
+  w.cli.join();
+  EXPECT_EQ(w.result->exit_code, 0) << w.result->err;
+  EXPECT_NE(w.result->err.find(base + " (text/plain) opens with xmessage"), std::string::npos)
+      << w.result->err;
+  ExpectGone(w.name);
 }
 
 // Another user's request: the gui-daemon becomes that user before it opens the display.
@@ -266,8 +349,9 @@ TEST_F(EngineGuiTest, GuiDaemonRunsAsTheRequestingUser) {
     // The one gui-daemon of this disposable runs with the user's ids, not root's.
     int found = 0;
     for (auto& e : std::filesystem::directory_iterator("/proc")) {
-      std::ifstream cmdf(e.path() / "cmdline");
-      std::string cmd((std::istreambuf_iterator<char>(cmdf)), {});
+      auto read = ReadFileToString(e.path() / "cmdline");
+      if (!read.ok()) continue;
+      const std::string& cmd = *read;
       if (cmd.find(std::string("--name=") + name + '\0') == std::string::npos) continue;
       std::ifstream st(e.path() / "status");
       std::string line;
@@ -302,6 +386,22 @@ TEST_F(EngineGuiTest, MalformedGuiFieldIsRefused) {
   }
   // The daemon still serves.
   EXPECT_TRUE(daemon_->Client().Request({{"op", "ping"}}).ok());
+}
+
+// The process backend has no GUI channel: `odyssey open` with DISPLAY set says why no
+// window comes and what to do, then views the file headless as before.
+TEST(EngineGuiProcessBackendTest, OpenSaysWhyNoWindowAppearsAndRunsHeadless) {
+  TestDaemon d(Conf{{"backend", "process"}, {"pool_size", "1"}});
+  ASSERT_TRUE(d.Start()) << d.Log();
+  handlers::testing::TempDir dir;
+  handlers::testing::WriteText(dir / "notes.txt", "hello\n");
+  ::setenv("DISPLAY", ":99", 1);  // never opened: the process backend shows nothing
+  CliResult r = d.Cli({"open", dir / "notes.txt"});
+  ::unsetenv("DISPLAY");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("no window on :99"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("run odysseyd as root"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("received notes.txt (6 bytes)"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <xcb/xtest.h>
+#include <zlib.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -167,15 +168,6 @@ xcb_window_t XProbe::FirstChild(xcb_window_t w) {
 
 namespace {
 
-uint32_t Crc32(const uint8_t* p, size_t n, uint32_t crc = 0) {
-  crc = ~crc;
-  for (size_t i = 0; i < n; ++i) {
-    crc ^= p[i];
-    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1)));
-  }
-  return ~crc;
-}
-
 void Be32(std::string& s, uint32_t v) {
   for (int i = 3; i >= 0; --i) s.push_back(static_cast<char>(v >> (8 * i)));
 }
@@ -184,50 +176,51 @@ void Chunk(std::string& png, const char* type, const std::string& data) {
   Be32(png, static_cast<uint32_t>(data.size()));
   std::string td = std::string(type, 4) + data;
   png += td;
-  Be32(png, Crc32(reinterpret_cast<const uint8_t*>(td.data()), td.size()));
+  Be32(png, static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(td.data()),
+                                        static_cast<uInt>(td.size()))));
 }
 
 }  // namespace
 
-bool XProbe::SavePng(const std::string& path, int x, int y, int width, int height) {
+std::vector<uint32_t> XProbe::RootPixels(int x, int y, int width, int height) {
   auto* img = xcb_get_image_reply(
       conn_,
       xcb_get_image(conn_, XCB_IMAGE_FORMAT_Z_PIXMAP, root_, static_cast<int16_t>(x),
                     static_cast<int16_t>(y), static_cast<uint16_t>(width),
                     static_cast<uint16_t>(height), ~0u),
       nullptr);
-  if (!img) return false;
-  const uint8_t* px = xcb_get_image_data(img);
-  std::string raw;
+  std::vector<uint32_t> pixels;
+  const size_t n = static_cast<size_t>(width) * static_cast<size_t>(height);
+  if (img && xcb_get_image_data_length(img) >= 0 &&
+      static_cast<size_t>(xcb_get_image_data_length(img)) >= n * 4) {
+    pixels.resize(n);
+    std::memcpy(pixels.data(), xcb_get_image_data(img), n * 4);  // BGRX, little endian
+    for (auto& p : pixels) p &= 0xffffff;
+  }
+  free(img);
+  return pixels;
+}
+
+bool XProbe::SavePng(const std::string& path, int x, int y, int width, int height) {
+  std::vector<uint32_t> px = RootPixels(x, y, width, height);
+  if (px.empty()) return false;
+  std::string raw;  // filter byte 0, then RGB, per row
+  raw.reserve(static_cast<size_t>(height) * (1 + static_cast<size_t>(width) * 3));
   for (int r = 0; r < height; ++r) {
     raw.push_back(0);
     for (int c = 0; c < width; ++c) {
-      const uint8_t* p = px + (static_cast<size_t>(r) * width + c) * 4;  // BGRX
-      raw.push_back(static_cast<char>(p[2]));
-      raw.push_back(static_cast<char>(p[1]));
-      raw.push_back(static_cast<char>(p[0]));
+      uint32_t p = px[static_cast<size_t>(r) * width + c];
+      raw.push_back(static_cast<char>(p >> 16));
+      raw.push_back(static_cast<char>(p >> 8));
+      raw.push_back(static_cast<char>(p));
     }
   }
-  free(img);
-  // zlib stream of stored deflate blocks: no compression library needed.
-  std::string z = "\x78\x01";
-  uint32_t a = 1, b = 0;
-  for (unsigned char ch : raw) {
-    a = (a + ch) % 65521;
-    b = (b + a) % 65521;
-  }
-  for (size_t off = 0; off < raw.size() || off == 0; off += 65535) {
-    size_t n = std::min<size_t>(65535, raw.size() - off);
-    bool last = off + n >= raw.size();
-    z.push_back(last ? 1 : 0);
-    z.push_back(static_cast<char>(n & 0xff));
-    z.push_back(static_cast<char>(n >> 8));
-    z.push_back(static_cast<char>(~n & 0xff));
-    z.push_back(static_cast<char>((~n >> 8) & 0xff));
-    z.append(raw, off, n);
-    if (last) break;
-  }
-  Be32(z, (b << 16) | a);
+  uLongf zlen = compressBound(raw.size());
+  std::string z(zlen, '\0');
+  if (compress2(reinterpret_cast<Bytef*>(z.data()), &zlen,
+                reinterpret_cast<const Bytef*>(raw.data()), raw.size(), 9) != Z_OK)
+    return false;
+  z.resize(zlen);
   std::string png = "\x89PNG\r\n\x1a\n";
   std::string ihdr;
   Be32(ihdr, static_cast<uint32_t>(width));

@@ -55,13 +55,15 @@ class XProbe {
   std::string Property(xcb_window_t w, const std::string& name);
   // Pixel (0xRRGGBB) at root coordinates.
   uint32_t RootPixel(int x, int y);
+  // A rectangle of the root, row by row, as 0xRRGGBB; empty when it cannot be read.
+  std::vector<uint32_t> RootPixels(int x, int y, int width, int height);
   // Position of w's top-left corner on the root.
   bool RootPosition(xcb_window_t w, int* x, int* y);
   bool Geometry(xcb_window_t w, int* width, int* height);
   // Whether w is mapped and all its ancestors are (it can take focus).
   bool Viewable(xcb_window_t w);
   xcb_window_t FirstChild(xcb_window_t w);
-  // Writes the root (or a part of it) as an RGB PNG.
+  // Writes the root (or a part of it) as an RGB PNG (zlib-compressed).
   bool SavePng(const std::string& path, int x, int y, int width, int height);
   xcb_atom_t Atom(const std::string& name);
   // XTEST input on this display.
