@@ -1,8 +1,8 @@
 // VM latency benchmarks (libvirt embedded QEMU; TCG where KVM does not work): cold boot to
 // the agent's HELLO, restore of a template snapshot to a paused clone, restore to HELLO, and
 // a pool hit (resume of a restored paused clone whose agent said HELLO) to the first byte of
-// a "uname -r" call's output and to the whole call, through the real qrexec-agent. The
-// last lines print pool hit vs cold boot. Figures and commands: hal/libvirt/README.md.
+// a "uname -r" call's output and to the whole call, through the real qrexec-agent, and the
+// PSS of pooled clones. The last lines print pool hit / cold boot. Figures and commands: hal/libvirt/README.md.
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
@@ -212,7 +212,7 @@ int main(int argc, char** argv) {
   benchmark::Shutdown();
   for (const auto& [name, v] : g_mean_ms) {
     const bool mib = name.rfind("pss_", 0) == 0;
-    std::printf("vm_bench: %s %-24s %10.1f %s\n", mib ? "" : "mean", name.c_str(), v, mib ? "MiB" : "ms");
+    std::printf("vm_bench: %s %-24s %10.1f %s\n", mib ? "    " : "mean", name.c_str(), v, mib ? "MiB" : "ms");
   }
   auto cold = g_mean_ms.find("cold_boot_to_hello");
   auto hit = g_mean_ms.find("pool_hit_first_byte");

@@ -133,6 +133,11 @@ VmEnv::VmEnv() {
       binaries += "-" + std::to_string(st.st_size % 100000) + "." + std::to_string(st.st_mtime % 100000);
     }
   }
+  // ... and by the kernel command line the template boots with.
+  // $ODYSSEY_VM_CMDLINE replaces the default (A/B measurements of guest kernel options).
+  const char* cmdline_env = std::getenv("ODYSSEY_VM_CMDLINE");
+  const std::string cmdline = cmdline_env && *cmdline_env ? cmdline_env : hal::libvirt::Options().cmdline;
+  binaries += "-c" + std::to_string(std::hash<std::string>()(cmdline) % 100000);
   shared_snapshot_dir_ = fs::path(ImageCache()).parent_path().string() + "/snapshots/" +
                          fs::path(image_dir_).filename().string() + binaries;
   // libvirt probes QEMU's capabilities into <root>/cache/qemu, seconds per fresh root under
@@ -145,6 +150,7 @@ VmEnv::VmEnv() {
   hal::libvirt::Options opts;
   opts.state_dir = state_dir_;
   opts.snapshot_dir = state_dir_ + "/snapshots";
+  opts.cmdline = cmdline;
   if (const char* accel = std::getenv("ODYSSEY_VM_ACCEL"); accel && *accel) opts.accel = accel;
   auto hv = hal::libvirt::LibvirtHypervisor::Create(opts);
   if (!hv.ok()) {
