@@ -2,9 +2,11 @@
 // disposable (set up ahead of time, waiting); Call() resumes it and runs one command or
 // service with the caller's descriptors, then the member is destroyed. Implementations:
 // ProcessBackend (namespaced pre-forked helper processes, always available) and HalBackend
-// (hal::Hypervisor + qrexec agent connection, when those modules are built).
+// (any hal::Hypervisor + qrexec agent connection, when those modules are built: hal/native
+// sandboxes, and libvirt VMs for templates of kind "vm").
 #pragma once
 
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -17,8 +19,14 @@ namespace odyssey::engine {
 
 struct TemplateInfo {
   std::string name;
-  std::string kind = "native";
-  std::string root_dir;  // empty: the host's own tree, read-only
+  std::string kind = "native";  // "native" | "vm"
+  std::string root_dir;  // native: empty = the host's own tree, read-only; vm: the guest image
+};
+
+// What a backend found out about a template it accepted.
+struct TemplateFacts {
+  std::string accel;         // vm: "kvm" | "tcg"
+  std::string image_sha256;  // vm: SHA-256 of the guest image's SHA256SUMS (its identity)
 };
 
 // One call. Exactly one of argv (a command) or service (a qrexec service) is set.
@@ -72,6 +80,18 @@ class Backend {
   virtual Result<int> ReapLeftovers() = 0;
   // Counts live resources this backend owns (for leak checks and `odyssey stats`).
   virtual int CountLive() = 0;
+  // Checks tmpl before it is added (or added again) and says what it found; rebuild
+  // discards whatever the backend made of it earlier (vm: the snapshot). Blocking: a VM
+  // template's image is hashed and its accelerator may be probed by booting it.
+  virtual Result<TemplateFacts> CheckTemplate(const TemplateInfo& tmpl, bool rebuild) {
+    (void)rebuild;
+    if (tmpl.kind == "native") return TemplateFacts{};
+    return Error{"template kind '" + tmpl.kind + "' is not supported by the " + name() + " backend" +
+                     (tmpl.kind == "vm" ? " (this odysseyd was built without VM support: it needs "
+                                          "libvirt's development files and the guest agent, guest/)"
+                                        : ""),
+                 EINVAL};
+  }
 };
 using BackendPtr = std::unique_ptr<Backend>;
 

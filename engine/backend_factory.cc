@@ -12,8 +12,46 @@
 #ifdef ODYSSEY_HAVE_HAL
 #include "engine/hal_backend.h"
 #endif
+#ifdef ODYSSEY_HAVE_VM
+#include "engine/vm_backend.h"
+#endif
 
 namespace odyssey::engine {
+namespace {
+
+#ifdef ODYSSEY_HAVE_VM
+// Templates of kind "vm" go to the VM backend, every other one to the engine's own.
+class KindRouter : public Backend {
+ public:
+  KindRouter(BackendPtr native, BackendPtr vm) : native_(std::move(native)), vm_(std::move(vm)) {}
+  std::string name() const override { return native_->name(); }
+  Result<MemberPtr> Prepare(const TemplateInfo& tmpl, const std::string& name) override {
+    return Of(tmpl).Prepare(tmpl, name);
+  }
+  Result<TemplateFacts> CheckTemplate(const TemplateInfo& tmpl, bool rebuild) override {
+    return Of(tmpl).CheckTemplate(tmpl, rebuild);
+  }
+  Result<int> ReapLeftovers() override {
+    auto n = native_->ReapLeftovers();
+    if (!n.ok()) return n;
+    auto v = vm_->ReapLeftovers();
+    if (!v.ok()) {
+      spdlog::warn("reconciling VM leftovers: {}", v.error().message);
+      return n;
+    }
+    return *n + *v;
+  }
+  int CountLive() override { return native_->CountLive() + vm_->CountLive(); }
+
+ private:
+  Backend& Of(const TemplateInfo& tmpl) { return tmpl.kind == "vm" ? *vm_ : *native_; }
+  BackendPtr native_, vm_;
+};
+#endif
+
+Result<BackendPtr> MakeNativeBackend(const Config& config);
+
+}  // namespace
 
 std::string ExecutableDir() {
   char buf[PATH_MAX];
@@ -50,15 +88,29 @@ void ApplyInstallDefaults(Config* config) {
 
 std::string BuiltBackends() {
 #ifdef ODYSSEY_HAVE_HAL
-  return "process, hal (native:/// and other HAL URIs)";
+  std::string b = "process, hal (native:/// and other HAL URIs)";
 #else
-  return "process (the HAL backends are not built into this odysseyd)";
+  std::string b = "process (the HAL backends are not built into this odysseyd)";
 #endif
+#ifdef ODYSSEY_HAVE_VM
+  b += "; templates of kind vm on libvirt (vm_uri, default qemu:///embed)";
+#endif
+  return b;
 }
 
 Result<BackendPtr> MakeBackend(const Config& in) {
   Config config = in;
   ApplyInstallDefaults(&config);
+  auto native = MakeNativeBackend(config);
+#ifdef ODYSSEY_HAVE_VM
+  if (native.ok()) return BackendPtr(new KindRouter(std::move(*native), MakeVmBackend(config)));
+#endif
+  return native;
+}
+
+namespace {
+
+Result<BackendPtr> MakeNativeBackend(const Config& config) {
   std::string b = config.backend;
 #ifdef ODYSSEY_HAVE_HAL
   if (b == "auto") {
@@ -97,4 +149,5 @@ Result<BackendPtr> MakeBackend(const Config& in) {
   return ProcessBackend::Create({config.stub_path, config.state_dir, config.service_path});
 }
 
+}  // namespace
 }  // namespace odyssey::engine

@@ -1,7 +1,9 @@
 // Picks the engine's backend from the config: "process" (namespaced helper processes, always
 // built), a HAL URI such as "native:///" (when hal/ and qrexec/ are built), or "auto" (the
-// HAL native backend when built, else process). Also fills path defaults that depend on
-// where the binaries and data files are.
+// HAL native backend when built, else process). When VM support is built (libvirt and the
+// guest agent, ODYSSEY_HAVE_VM), templates of kind "vm" go to the VM backend
+// (engine/vm_backend.h) whatever backend is configured. Also fills path defaults that depend
+// on where the binaries and data files are.
 #pragma once
 
 #include <string>

@@ -150,7 +150,7 @@ class DaemonImpl : public Daemon {
   json ListDomains();
   json PoolStatsJson(const std::string& only);
   json TemplatesJson();
-  Status AddTemplate(const TemplateRecord& t);
+  Status AddTemplate(TemplateRecord t, bool rebuild = false);
   uint32_t PoolTarget(const TemplateRecord& t) const {
     return t.pool_size < 0 ? config_.pool_size : static_cast<uint32_t>(t.pool_size);
   }
@@ -527,7 +527,7 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
   }
   if (op == "template_add") {
     TemplateRecord t{str("name"), str("kind", "native"), str("root_dir"), uint("pool_size", -1)};
-    auto s = AddTemplate(t);
+    auto s = AddTemplate(t, req.contains("rebuild") && req["rebuild"] == true);
     if (!s.ok()) return ErrorReply(s.error().message);
     return OkReply();
   }
@@ -590,15 +590,13 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
   return ErrorReply("unknown op '" + op + "' (see engine/admin_protocol.h)");
 }
 
-Status DaemonImpl::AddTemplate(const TemplateRecord& t) {
+Status DaemonImpl::AddTemplate(TemplateRecord t, bool rebuild) {
   if (!ValidTemplateName(t.name))
     return Error{"template names are 1-64 characters of [a-z0-9_-]", EINVAL};
   if (templates_.count(t.name))
     return Error{"template " + t.name + " already exists (remove it first with `odyssey template rm`)",
                  EEXIST};
-  if (t.kind != "native") return Error{"template kind '" + t.kind + "' is not supported by the " +
-                                           backend_->name() + " backend", EINVAL};
-  if (!t.root_dir.empty()) {
+  if (t.kind == "native" && !t.root_dir.empty()) {
     struct stat st;
     if (t.root_dir[0] != '/' || ::stat(t.root_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       return Error{"template root " + t.root_dir + " is not an absolute path to a directory", ENOTDIR};
@@ -609,6 +607,11 @@ Status DaemonImpl::AddTemplate(const TemplateRecord& t) {
   }
   if (t.pool_size > static_cast<int64_t>(config_.max_domains))
     return Error{"pool size exceeds max_domains", EINVAL};
+  // The backend's own checks (vm: the image's checksums, the accelerator probe).
+  auto facts = backend_->CheckTemplate({t.name, t.kind, t.root_dir}, rebuild);
+  if (!facts.ok()) return facts.error();
+  t.accel = facts->accel;
+  t.image_sha256 = facts->image_sha256;
   ODYSSEY_TRY(store_->PutTemplate(t));
   templates_[t.name] = t;
   pools_->Configure({t.name, t.kind, t.root_dir}, PoolTarget(t));
@@ -837,7 +840,7 @@ json DaemonImpl::PoolStatsJson(const std::string& only) {
 json DaemonImpl::TemplatesJson() {
   json arr = json::array();
   for (auto& [name, t] : templates_) {
-    arr.push_back({{"name", name}, {"kind", t.kind},
+    arr.push_back({{"name", name}, {"kind", t.kind}, {"accel", t.accel},
                    {"root_dir", t.root_dir.empty() ? "(host)" : t.root_dir},
                    {"pool_size", PoolTarget(t)},
                    {"default", name == config_.default_template}});
