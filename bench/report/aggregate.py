@@ -192,7 +192,8 @@ def main():
            "or to the exit of `true` (pool miss, cold). bwrap: `bwrap --unshare-all --ro-bind / / "
            "true`, spawn to exit, in the same run (the baseline; ratio < 1 is faster than bwrap). "
            "QEMU rows come from vm_bench at the HAL level (libvirt embedded QEMU, no daemon): pool "
-           "hit = resume of a paused clone whose agent said HELLO to the first byte of a "
+           "hit = resume of a paused clone prepared as the pool prepares one (agent HELLO done, identity "
+           "refreshed) to the first byte of a "
            "`uname -r` call; restore = template snapshot to the agent's HELLO; cold boot = boot "
            "to HELLO.", "", "![latency](latency.png)", ""]
     csv_rows = []
