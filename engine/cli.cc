@@ -140,6 +140,7 @@ CallOutcome CallInDisposable(AdminClient& client, const CallArgs& args) {
     req["arg"] = args.service_arg;
   }
   if (!args.template_name.empty()) req["template"] = args.template_name;
+  if (!args.vm.empty()) req["vm"] = args.vm;
   if (args.timeout_s >= 0) req["timeout_s"] = args.timeout_s;
   if (const char* display = std::getenv("DISPLAY"); args.gui && display && *display) {
     const char* xauth = std::getenv("XAUTHORITY");
@@ -191,10 +192,10 @@ int CmdRun(const CliContext& ctx, const CallArgs& args) {
 
 int CmdCall(const CliContext& ctx, const std::string& service_and_arg,
             const std::string& template_name, const std::string& vm) {
-  if (!vm.empty())
-    return Fail("cannot call " + service_and_arg + " in the domain '" + vm +
-                "': odysseyd runs disposables only (use --dispvm[=TEMPLATE])"), 125;
+  if (!vm.empty() && !template_name.empty())
+    return Fail("odyssey call: --vm and --dispvm exclude each other"), 2;
   CallArgs args;
+  args.vm = vm;
   size_t plus = service_and_arg.find('+');
   args.service = service_and_arg.substr(0, plus);
   if (plus != std::string::npos) args.service_arg = service_and_arg.substr(plus + 1);
@@ -218,7 +219,11 @@ int CmdOpen(const CliContext& ctx, const OpenArgs& args) {
   options.view_only = args.view_only;
   options.dry_run = args.dry_run;
   options.prog = "odyssey open";
-  if (!args.template_name.empty() || args.no_route) {
+  if (!args.vm.empty()) {
+    if (!args.template_name.empty()) return Fail("odyssey open: --vm and --dispvm exclude each other");
+    options.force_action = handlers::Action{handlers::Action::Kind::kVm, args.vm, false};
+    options.force_source = "--vm " + args.vm;
+  } else if (!args.template_name.empty() || args.no_route) {
     options.force_action = handlers::Action{handlers::Action::Kind::kDispVm, args.template_name, false};
     options.force_source = args.no_route ? "--no-route" : "--dispvm " + args.template_name;
   }
@@ -265,6 +270,22 @@ int CmdLs(const CliContext& ctx) {
                     Str(d, "what")});
   PrintTable(rows);
   return 0;
+}
+
+int CmdVm(const CliContext& ctx, const std::string& action, const std::string& name,
+          const std::string& template_name) {
+  if (action == "start") {
+    json req = {{"op", "vm_start"}, {"name", name}};
+    if (!template_name.empty()) req["template"] = template_name;
+    auto r = Ask(ctx, req);
+    if (!r) return 1;
+    std::printf("domain %s running (template %s, started in %.0f ms); it stays until `odyssey vm "
+                "stop %s`\n", name.c_str(), Str(*r, "template").c_str(), r->value("start_ms", 0.0),
+                name.c_str());
+    return 0;
+  }
+  if (action == "stop") return Ask(ctx, {{"op", "vm_stop"}, {"name", name}}) ? 0 : 1;
+  return Fail("unknown vm action " + action + " (start or stop)");
 }
 
 int CmdKill(const CliContext& ctx, const std::string& name) {

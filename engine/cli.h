@@ -31,6 +31,7 @@ struct CallArgs {
   std::vector<std::string> argv;
   std::string service, service_arg;
   std::string template_name;  // empty: the daemon's default
+  std::string vm;             // non-empty: the named persistent domain (`odyssey vm start`)
   int timeout_s = -1;
   int stdin_fd = 0, stdout_fd = 1, stderr_fd = 2;
   bool gui = false;  // show its windows on $DISPLAY (sent with $XAUTHORITY) when DISPLAY is set
@@ -40,7 +41,7 @@ CallOutcome CallInDisposable(AdminClient& client, const CallArgs& args);
 int CmdRun(const CliContext& ctx, const CallArgs& args);
 // `odyssey call [--dispvm[=T]] SERVICE[+ARG]`: the service in a disposable with this
 // process's stdin/stdout/stderr; returns its exit code (126 when the policy refused, 125
-// when the call could not be made). vm (a named domain) is refused: disposables only.
+// when the call could not be made). vm non-empty: in that named persistent domain instead.
 int CmdCall(const CliContext& ctx, const std::string& service_and_arg,
             const std::string& template_name, const std::string& vm);
 
@@ -49,6 +50,7 @@ int CmdCall(const CliContext& ctx, const std::string& service_and_arg,
 struct OpenArgs {
   std::vector<std::string> targets;   // files, file:// URLs, URLs
   std::string template_name;          // non-empty: skip the rules, disposable of this template
+  std::string vm;                     // non-empty: skip the rules, this named domain
   bool no_route = false;              // skip the rules: disposable of the default template
   bool view_only = false;
   bool dry_run = false;
@@ -76,6 +78,10 @@ struct ConvertArgs {
 };
 int CmdConvert(const CliContext& ctx, const ConvertArgs& args);
 int CmdLs(const CliContext& ctx);
+// `odyssey vm start NAME [--template T]` / `odyssey vm stop NAME`: named persistent domains
+// (the targets of `vm:NAME` rules and `call --vm`), listed by `odyssey ls`.
+int CmdVm(const CliContext& ctx, const std::string& action, const std::string& name,
+          const std::string& template_name);
 int CmdKill(const CliContext& ctx, const std::string& name);
 int CmdPool(const CliContext& ctx, const std::string& template_name, int size, bool wait);
 int CmdTemplate(const CliContext& ctx, const std::string& action, const std::string& name,

@@ -30,6 +30,7 @@
 #include "engine/admin_protocol.h"
 #include "engine/backend_factory.h"
 #include "engine/gui_attach.h"
+#include "engine/named_domains.h"
 #include "engine/policy_gate.h"
 #include "engine/pool.h"
 #include "engine/process_backend.h"
@@ -44,15 +45,6 @@ using Clock = std::chrono::steady_clock;
 
 double MsSince(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
-bool ValidTemplateName(const std::string& s) {
-  if (s.empty() || s.size() > 64) return false;
-  for (char c : s)
-    if (!std::islower(static_cast<unsigned char>(c)) && !std::isdigit(static_cast<unsigned char>(c)) &&
-        c != '-' && c != '_')
-      return false;
-  return true;
 }
 
 // Sets modes only on folders it creates: dir gets mode, missing ancestors 0711 (searchable,
@@ -147,6 +139,10 @@ class DaemonImpl : public Daemon {
                  std::vector<UniqueFd>& fds, bool is_service, bool* async);
   void RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallSpec spec, json id,
                uint32_t timeout_s);
+  // Named persistent domains (named_domains.h): start/stop ops and calls into them.
+  json StartNamedDomain(const std::shared_ptr<Connection>& conn, const json& req, bool* async);
+  void RunNamedCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallSpec spec, json id,
+                    NamedDomains::EntryPtr domain);
   json ListDomains();
   json PoolStatsJson(const std::string& only);
   json TemplatesJson();
@@ -166,6 +162,7 @@ class DaemonImpl : public Daemon {
   std::unique_ptr<PoolManager> pools_;
   std::unique_ptr<PolicyGate> policy_;
   std::map<std::string, TemplateRecord> templates_;  // loop thread only
+  NamedDomains named_;
   std::list<std::weak_ptr<Connection>> conns_;
   bool stopping_ = false;
   // Calls in flight (threads), for shutdown.
@@ -268,6 +265,7 @@ void Connection::Close() {
 // ---- DaemonImpl ----
 
 DaemonImpl::~DaemonImpl() {
+  named_.StopAll();
   if (pools_) pools_->Shutdown();
 }
 
@@ -309,7 +307,8 @@ Status DaemonImpl::Init() {
     else spdlog::warn("no process backend to fall back to: {}", fb.error().message);
   }
   policy_ = MakePolicyGate({config_.policy_dir, config_.default_template,
-                           [this](const std::string& t) { return templates_.count(t) > 0; }});
+                           [this](const std::string& t) { return templates_.count(t) > 0; },
+                           [this](const std::string& n) { return named_.Find(n) != nullptr; }});
 
   // Reconciliation: everything a killed run left behind is destroyed before we serve.
   auto reaped = backend_->ReapLeftovers();
@@ -386,6 +385,7 @@ Status DaemonImpl::Run(const std::function<void()>& ready) {
     for (auto& c : active_) c->Kill("shutdown");
     calls_cv_.wait(lock, [this] { return running_threads_ == 0; });
   }
+  named_.StopAll();
   pools_->Shutdown();
   ::unlink(config_.socket_path.c_str());
   spdlog::info("odysseyd stopped");
@@ -482,6 +482,10 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
   }
   if (op == "kill") {
     std::string name = str("name");
+    if (named_.Stop(name)) {
+      (void)store_->SetDomainState(name, "destroyed");
+      return OkReply();
+    }
     {
       std::lock_guard lock(calls_mu_);
       for (auto& c : active_) {
@@ -519,6 +523,13 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
     json r = OkReply();
     r["pools"] = PoolStatsJson(tmpl);
     return r;
+  }
+  if (op == "vm_start") return StartNamedDomain(conn, req, async);
+  if (op == "vm_stop") {
+    std::string name = str("name");
+    if (!named_.Stop(name)) return ErrorReply(NamedDomainNotRunning(name));
+    (void)store_->SetDomainState(name, "destroyed");
+    return OkReply();
   }
   if (op == "template_ls") {
     json r = OkReply();
@@ -591,10 +602,14 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
 }
 
 Status DaemonImpl::AddTemplate(TemplateRecord t, bool rebuild) {
-  if (!ValidTemplateName(t.name))
-    return Error{"template names are 1-64 characters of [a-z0-9_-]", EINVAL};
+  if (!IsValidEngineDomainName(t.name))
+    return Error{"invalid template name '" + t.name + "': template names are " +
+                     kEngineDomainNameRule, EINVAL};
   if (templates_.count(t.name))
     return Error{"template " + t.name + " already exists (remove it first with `odyssey template rm`)",
+                 EEXIST};
+  if (named_.Exists(t.name))
+    return Error{"'" + t.name + "' is a running named domain (stop it with `odyssey vm stop " + t.name + "`)",
                  EEXIST};
   if (t.kind == "native" && !t.root_dir.empty()) {
     struct stat st;
@@ -659,6 +674,15 @@ json DaemonImpl::StartCall(const std::shared_ptr<Connection>& conn, const json& 
   if (!templates_.count(tmpl))
     return ErrorReply("template " + tmpl + " does not exist (see `odyssey template ls`; add it "
                       "with `odyssey template add " + tmpl + " --root DIR`)");
+  NamedDomains::EntryPtr named;  // "vm": a named persistent domain instead of a disposable
+  if (req.contains("vm") && !req["vm"].is_null()) {
+    if (!req["vm"].is_string()) return ErrorReply("\"vm\" must be a string");
+    if (req.contains("template") && !req["template"].is_null())
+      return ErrorReply("a call goes to a disposable of \"template\" or to the named domain \"vm\", not both");
+    target = req["vm"].get<std::string>();
+    if (!(named = named_.Find(target))) return ErrorReply(NamedDomainNotRunning(target));
+    tmpl = named->template_name;
+  }
   uint32_t timeout_s = config_.call_timeout_s;
   if (req.contains("timeout_s") && !req["timeout_s"].is_null()) {
     if (!req["timeout_s"].is_number_unsigned() || req["timeout_s"].get<uint64_t>() > 86400 * 7)
@@ -694,7 +718,12 @@ json DaemonImpl::StartCall(const std::shared_ptr<Connection>& conn, const json& 
     running_threads_++;
   }
   json id = req.contains("id") ? req["id"] : json();
-  std::thread(&DaemonImpl::RunCall, this, conn, ctx, std::move(spec), id, timeout_s).detach();
+  if (named) {
+    ctx->name = target;
+    std::thread(&DaemonImpl::RunNamedCall, this, conn, ctx, std::move(spec), id, named).detach();
+  } else {
+    std::thread(&DaemonImpl::RunCall, this, conn, ctx, std::move(spec), id, timeout_s).detach();
+  }
   *async = true;
   return json();
 }
@@ -801,6 +830,117 @@ void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallS
   finish();
 }
 
+// ---- named persistent domains (named_domains.h) ----
+
+json DaemonImpl::StartNamedDomain(const std::shared_ptr<Connection>& conn, const json& req,
+                                  bool* async) {
+  if (stopping_) return ErrorReply("odysseyd is shutting down; retry in a moment");
+  if (!req.contains("name") || !req["name"].is_string()) return ErrorReply("vm_start needs a string field \"name\"");
+  const std::string name = req["name"].get<std::string>();
+  std::string tmpl = config_.default_template;
+  if (req.contains("template") && !req["template"].is_null()) {
+    if (!req["template"].is_string()) return ErrorReply("\"template\" must be a string");
+    tmpl = req["template"].get<std::string>();
+  }
+  if (!IsValidEngineDomainName(name) || NamedDomains::ReservedName(name))
+    return ErrorReply("invalid domain name '" + name + "': domain names are " + kEngineDomainNameRule +
+                      ", and not dispN (the disposables' names)");
+  if (templates_.count(name))
+    return ErrorReply("'" + name + "' is a template; a named domain needs a name of its own (the "
+                      "policy could not tell @dispvm:" + name + " from " + name + ")");
+  auto it = templates_.find(tmpl);
+  if (it == templates_.end())
+    return ErrorReply("template " + tmpl + " does not exist (see `odyssey template ls`)");
+  if (named_.Count() >= config_.max_domains)
+    return ErrorReply("too many named domains (max_domains " + std::to_string(config_.max_domains) + ")");
+  // Named domains serve many calls: only a backend whose members keep their agent running.
+  auto [in_use, fallback_reason] = pools_->BackendOf(tmpl);
+  if (backend_->name() == "process" || !fallback_reason.empty() || it->second.kind != "native")
+    return ErrorReply("named domains need the HAL backend with a native template (their qrexec agent "
+                      "serves many calls); template " + tmpl + " runs on " + in_use +
+                      (fallback_reason.empty() ? "" : " (" + fallback_reason + ")") +
+                      ", whose disposables run one command each");
+  TemplateInfo info{it->second.name, it->second.kind, it->second.root_dir};
+  json id = req.contains("id") ? req["id"] : json();
+  {
+    std::lock_guard lock(calls_mu_);
+    running_threads_++;  // shutdown waits for the start, then stops what it started
+  }
+  std::thread([this, conn, info, name, id] {
+    auto t0 = Clock::now();
+    auto started = named_.Start(backend_.get(), info, name, StateStore::NowMs());
+    json r;
+    if (started.ok()) {
+      auto& e = **started;
+      (void)store_->PutDomain({name, info.name, "persistent", e.member->handle(), 0});
+      spdlog::info("named domain {} started from template {}", name, info.name);
+      r = OkReply();
+      r["name"] = name;
+      r["template"] = info.name;
+      r["start_ms"] = MsSince(t0);
+    } else {
+      r = ErrorReply(started.error().message);
+    }
+    if (!id.is_null()) r["id"] = id;
+    asio::post(io_, [conn, r] { conn->Send(r); });
+    std::lock_guard lock(calls_mu_);
+    running_threads_--;
+    calls_cv_.notify_all();
+  }).detach();
+  *async = true;
+  return json();
+}
+
+// A call into a named domain: like RunCall, but the member stays (no pool, no Retire), and
+// the call cannot be killed on its own (the domain's agent serves other calls too): a
+// timeout or a client hang-up leaves it to end by itself; `odyssey vm stop` ends them all.
+void DaemonImpl::RunNamedCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallSpec spec,
+                              json id, NamedDomains::EntryPtr domain) {
+  auto t0 = Clock::now();
+  auto reply = [&](json j) {
+    if (!id.is_null()) j["id"] = id;
+    asio::post(io_, [conn, j = std::move(j)] { conn->Send(j); });
+  };
+  domain->calls++;
+  total_calls_++;
+  auto call_id = store_->BeginCall({0, domain->name, spec.service.empty() ? "run" : "call",
+                                    ctx->what, ctx->uid, ctx->started_ms, {}, {}, true, ""});
+  json started = OkReply();
+  started["event"] = "started";
+  started["name"] = domain->name;
+  started["template"] = domain->template_name;
+  started["pool_hit"] = false;
+  started["persistent"] = true;
+  started["prepare_ms"] = 0.0;
+  reply(started);
+  auto gui = AttachGui(ctx->gui, *domain->member, &spec, [] {});
+  auto code = domain->member->Call(std::move(spec));
+  gui.reset();
+  json done = OkReply();
+  done["event"] = "exit";
+  done["name"] = domain->name;
+  done["destroyed"] = false;
+  done["outcome"] = "exited";
+  done["elapsed_ms"] = MsSince(t0);
+  if (code.ok()) {
+    done["code"] = *code;
+    if (call_id.ok()) (void)store_->EndCall(*call_id, *code, "exited");
+  } else {
+    done = ErrorReply("call in " + domain->name + " failed: " + code.error().message +
+                      (named_.Find(domain->name) ? "" : " (the domain was stopped)"));
+    done["event"] = "exit";
+    done["code"] = 125;
+    if (call_id.ok()) (void)store_->EndCall(*call_id, std::nullopt, "failed");
+  }
+  domain->calls--;
+  reply(done);
+  asio::post(io_, [conn, ctx] { conn->calls().remove(ctx); });
+  std::lock_guard lock(calls_mu_);
+  active_.remove(ctx);
+  running_threads_--;
+  calls_cv_.notify_all();
+}
+
 json DaemonImpl::ListDomains() {
   json arr = json::array();
   {
@@ -820,6 +960,14 @@ json DaemonImpl::ListDomains() {
   }
   for (auto& [name, tmpl] : pools_->ReadyMembers())
     arr.push_back({{"name", name}, {"template", tmpl}, {"state", "ready"}, {"what", ""}});
+  for (auto& e : named_.List()) {
+    MemberUsage u = e->member->Usage();
+    int calls = e->calls.load();
+    arr.push_back({{"name", e->name}, {"template", e->template_name}, {"state", "persistent"},
+                   {"what", std::to_string(calls) + (calls == 1 ? " call" : " calls") + " running"},
+                   {"started_ms", e->started_ms}, {"memory_bytes", u.memory_bytes},
+                   {"memory_pss_bytes", u.memory_pss_bytes}});
+  }
   return arr;
 }
 

@@ -7,17 +7,14 @@
 namespace odyssey::engine {
 
 Result<int> EngineRunner::Run(const handlers::ServiceCall& call) {
-  if (call.target.kind == handlers::Target::Kind::kNamed)
-    return Error{"cannot run " + call.service + " in the " + call.target.Describe() +
-                     ": odysseyd runs disposables only (use dispvm[:TEMPLATE] in the rule)",
-                 ENOTSUP};
   auto client = ConnectOrStart(connect_);
   if (!client.ok()) return client.error();
   UniqueFd null_in, null_out;
   CallArgs args;
   args.service = call.service;
   args.service_arg = call.argument;
-  args.template_name = call.target.name;
+  if (call.target.kind == handlers::Target::Kind::kNamed) args.vm = call.target.name;
+  else args.template_name = call.target.name;
   // Viewers and browsers show their windows on the user's display (when there is one).
   args.gui = call.service == "qubes.OpenInVM" || call.service == "qubes.OpenURL";
   if (call.stdin_fd < 0) null_in.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));

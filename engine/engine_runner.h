@@ -15,8 +15,8 @@ class EngineRunner final : public handlers::DisposableRunner {
  public:
   explicit EngineRunner(ConnectOptions connect) : connect_(std::move(connect)) {}
   // The service's exit code; an error when odysseyd refused the call (policy denial with
-  // the rule's file:line, missing template) or could not be reached. Named domains
-  // (vm:NAME) are refused: odysseyd runs disposables only.
+  // the rule's file:line, missing template, a named domain (vm:NAME) that does not run,
+  // saying how to start it) or could not be reached.
   Result<int> Run(const handlers::ServiceCall& call) override;
 
  private:

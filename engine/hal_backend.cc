@@ -353,14 +353,11 @@ Result<BackendPtr> MakeHalBackend(const Config& config, const std::string& uri) 
   std::string agent = DefaultAgentPath();
   if (::access(agent.c_str(), X_OK) != 0)
     return Error::Errno("access", agent).Wrap("the HAL backend needs qrexec-agent");
-  // The first existing directory of the service path is bound into the domains.
+  // Every existing folder of the service path is shown in the domains, in lookup order.
   std::string services;
   for (const auto& d : config.service_path) {
     struct stat st {};
-    if (::stat(d.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-      services = d;
-      break;
-    }
+    if (::stat(d.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) services += (services.empty() ? "" : ":") + d;
   }
   // The domains' mapped root must traverse the state dir to reach the HAL's subfolders.
   struct stat st {};

@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   auto* call_dispvm_opt = call->add_option("--dispvm", call_dispvm,
                                            "disposable template (bare --dispvm: the default)")
                               ->expected(0, 1);
-  call->add_option("--vm", call_vm, "a named domain (not supported by odysseyd: refused)");
+  call->add_option("--vm", call_vm, "in the named persistent domain VM (see `odyssey vm start`)");
   call->add_option("service", call_service, "SERVICE or SERVICE+ARG, e.g. qubes.OpenURL");
 
   // open
@@ -66,6 +66,8 @@ int main(int argc, char** argv) {
                                                 "https://example.org/")->required();
   open->add_option("--dispvm", open_args.template_name,
                    "skip the rules: open in a disposable of TEMPLATE");
+  open->add_option("--vm", open_args.vm,
+                   "skip the rules: open in the named persistent domain VM (`odyssey vm start`)");
   open->add_flag("--no-route", open_args.no_route,
                  "skip the rules: open in a disposable of the default template");
   open->add_flag("--view-only", open_args.view_only, "never take an edited file back");
@@ -99,11 +101,22 @@ int main(int argc, char** argv) {
   convert->add_flag("--keep-original", convert_args.keep_original, "leave the original in place");
   convert->add_option("--dpi", convert_args.dpi, "render resolution")->check(CLI::Range(10, 600));
 
-  auto* ls = app.add_subcommand("ls", "list disposables (running and ready in pools)");
+  auto* vm = app.add_subcommand("vm", "named persistent domains: started from a template, kept "
+                                      "across calls (`call --vm`, `open --vm`, rules' vm:NAME) "
+                                      "until stopped");
+  vm->require_subcommand(1);
+  std::string vm_name, vm_template;
+  auto* vm_start = vm->add_subcommand("start", "start the domain NAME (listed by `odyssey ls`)");
+  vm_start->add_option("name", vm_name, "domain name ([a-z0-9_-], a letter first, at most 31)")->required();
+  vm_start->add_option("--template", vm_template, "template to start it from (default: the default template)");
+  auto* vm_stop = vm->add_subcommand("stop", "stop (destroy) the domain NAME");
+  vm_stop->add_option("name", vm_name, "domain name")->required();
+
+  auto* ls = app.add_subcommand("ls", "list disposables (running and ready in pools) and named domains");
   ls->add_flag("--json", ctx.json, "machine-readable output");
 
   std::string kill_name;
-  auto* kill = app.add_subcommand("kill", "destroy a disposable now");
+  auto* kill = app.add_subcommand("kill", "destroy a disposable (or a named domain) now");
   kill->add_option("name", kill_name, "disposable name (see `odyssey ls`)")->required();
 
   std::string pool_tmpl;
@@ -123,13 +136,13 @@ int main(int argc, char** argv) {
   std::string tmpl_name, tmpl_root;
   int tmpl_pool = -1;
   auto* tmpl_add = tmpl->add_subcommand("add", "add a template from a directory tree");
-  tmpl_add->add_option("name", tmpl_name, "template name ([a-z0-9_-])")->required();
+  tmpl_add->add_option("name", tmpl_name, "template name ([a-z0-9_-], a letter first, at most 31)")->required();
   tmpl_add->add_option("--root", tmpl_root, "root tree (default: the host's own, read-only)");
   tmpl_add->add_option("--pool-size", tmpl_pool, "pool size for this template");
   std::string tmpl_kind = "vm";
   bool tmpl_rebuild = false;
   auto* tmpl_build = tmpl->add_subcommand("build", "build a VM template: guest image, snapshot, pool");
-  tmpl_build->add_option("name", tmpl_name, "template name ([a-z0-9_-])")->required();
+  tmpl_build->add_option("name", tmpl_name, "template name ([a-z0-9_-], a letter first, at most 31)")->required();
   tmpl_build->add_option("--kind", tmpl_kind, "template kind (vm)")->check(CLI::IsMember({"vm"}));
   tmpl_build->add_flag("--rebuild", tmpl_rebuild, "rebuild the image and the snapshot even if cached");
   tmpl_build->add_option("--pool-size", tmpl_pool, "pool size for this template");
@@ -201,6 +214,8 @@ int main(int argc, char** argv) {
   if (*convert) return CmdConvert(ctx, convert_args);
   if (*ls) return CmdLs(ctx);
   if (*kill) return CmdKill(ctx, kill_name);
+  if (*vm_start) return CmdVm(ctx, "start", vm_name, vm_template);
+  if (*vm_stop) return CmdVm(ctx, "stop", vm_name, "");
   if (*pool) return CmdPool(ctx, pool_tmpl, pool_size, pool_wait);
   if (*tmpl_ls) return CmdTemplate(ctx, "ls", "", "", -1);
   if (*tmpl_add) return CmdTemplate(ctx, "add", tmpl_name, tmpl_root, tmpl_pool);

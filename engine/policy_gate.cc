@@ -9,9 +9,9 @@ namespace {
 
 namespace qp = odyssey::qrexec::policy;
 
-// The engine's templates as the policy sees them: the admin domain "dom0" whose default
-// disposable template is the engine's default, and one disposable template per engine
-// template. Nothing else exists (there are no named domains in the engine yet).
+// The engine's domains as the policy sees them: the admin domain "dom0" whose default
+// disposable template is the engine's default, one disposable template per engine
+// template, and one AppVM per running named domain (`odyssey vm start`).
 class TemplateCatalog final : public qp::DomainCatalog {
  public:
   explicit TemplateCatalog(PolicyGateOptions* options) : options_(options) {}
@@ -21,13 +21,19 @@ class TemplateCatalog final : public qp::DomainCatalog {
     if (n == "dom0") return AdminDomain();
     bool exists = options_->template_exists ? options_->template_exists(n)
                                             : n == options_->default_template;
-    if (!exists) return std::nullopt;
     qp::DomainInfo d;
     d.name = n;
     d.type = "AppVM";
-    d.tags = {"disposable-template"};
-    d.template_for_dispvms = true;
-    return d;
+    if (exists) {
+      d.tags = {"disposable-template"};
+      d.template_for_dispvms = true;
+      return d;
+    }
+    if (options_->named_domain_exists && options_->named_domain_exists(n)) {
+      d.tags = {"odyssey-vm"};
+      return d;
+    }
+    return std::nullopt;
   }
   std::optional<qp::DomainInfo> FindByUuid(std::string_view) const override { return std::nullopt; }
   qp::DomainInfo AdminDomain() const override {
@@ -77,6 +83,13 @@ class QrexecPolicyGate final : public PolicyGate {
 };
 
 }  // namespace
+
+bool IsValidEngineDomainName(const std::string& name) {
+  if (!qp::IsValidDomainName(name)) return false;
+  for (char c : name)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) return false;
+  return true;
+}
 
 std::unique_ptr<PolicyGate> MakePolicyGate(PolicyGateOptions options) {
   return std::make_unique<QrexecPolicyGate>(std::move(options));

@@ -36,14 +36,26 @@ class PolicyGate {
   virtual std::string engine_name() const = 0;
 };
 
-// What the gate needs to know about the engine's templates.
+// What the gate needs to know about the engine's templates and named domains.
 struct PolicyGateOptions {
   std::string policy_dir;         // a policy.d directory (files *.policy, C-locale order)
   std::string default_template;   // the admin domain's default disposable template
   // True when a template of this name exists. Called from the thread that calls Decide.
   // Null: only default_template exists.
   std::function<bool(const std::string&)> template_exists;
+  // True when a named persistent domain (`odyssey vm start NAME`) of this name runs: the
+  // policy sees it as an AppVM tagged `odyssey-vm`, a target like any Qubes domain. Called
+  // from the thread that calls Decide. Null: there are none.
+  std::function<bool(const std::string&)> named_domain_exists;
 };
+
+// Names of engine templates and named domains: exactly the names the qrexec policy accepts
+// for a domain (its IsValidDomainName: a letter first, at most 31 bytes, the wire's domain
+// name field) narrowed to [a-z0-9_-] (they are also file, cgroup and host names). So every
+// template can be written as `@dispvm:NAME` and every named domain as a policy target.
+bool IsValidEngineDomainName(const std::string& name);
+inline constexpr const char* kEngineDomainNameRule =
+    "1-31 characters of [a-z0-9_-] starting with a letter (the qrexec policy's domain names)";
 
 std::unique_ptr<PolicyGate> MakePolicyGate(PolicyGateOptions options);
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <vector>
 
 namespace odyssey::engine {
 namespace {
@@ -98,6 +99,65 @@ TEST(PolicyGateTest, BrokenPolicyDeniesAndNamesTheError) {
   EXPECT_FALSE(d->allow);
   EXPECT_NE(d->rule.find("10-bad.policy:1"), std::string::npos) << d->rule;
   std::filesystem::remove_all(dir);
+}
+
+TEST(PolicyGateTest, EngineNamesAreExactlyNamesThePolicyCanWrite) {
+  const std::string longest(31, 'a'), too_long(32, 'a');
+  for (const std::string& name : {std::string("a"), std::string("work"), std::string("fedora-41_dvm"),
+                                  std::string("x9"), longest})
+    EXPECT_TRUE(IsValidEngineDomainName(name)) << name;
+  // Digits first, too long, upper case, '.', empty, spaces: the engine refuses what the
+  // policy cannot name, and also the policy names it cannot use as files ('.', upper case).
+  for (const std::string& name : {std::string("1work"), std::string("-x"), std::string("_x"), too_long,
+                                  std::string("Work"), std::string("a.b"), std::string(""), std::string("a b")})
+    EXPECT_FALSE(IsValidEngineDomainName(name)) << name;
+  // Every name the engine accepts works in a policy file: as @dispvm:NAME for a template and
+  // as a plain target for a named domain, each deciding by its own rule (file:line).
+  std::string dir = TempDir();
+  const std::vector<std::string> names = {"a", "fedora-41_dvm", longest};
+  {
+    std::ofstream f(dir + "/10-names.policy");
+    for (auto& n : names) f << "qubes.VMShell * @adminvm @dispvm:" << n << " allow\n";
+    for (auto& n : names) f << "qubes.OpenURL * @adminvm vm" << n.substr(0, 29) << " allow\n";
+  }
+  std::set<std::string> templates(names.begin(), names.end());
+  templates.insert("host");
+  PolicyGateOptions o{dir, "host", [templates](const std::string& t) { return templates.count(t) > 0; },
+                      [](const std::string& n) { return n.rfind("vm", 0) == 0; }};
+  auto gate = MakePolicyGate(o);
+  for (size_t i = 0; i < names.size(); ++i) {
+    ASSERT_TRUE(IsValidEngineDomainName("vm" + names[i].substr(0, 29)));
+    auto d = gate->Decide({"@adminvm", "@dispvm:" + names[i], "qubes.VMShell", ""});
+    ASSERT_TRUE(d.ok());
+    EXPECT_TRUE(d->allow) << names[i] << ": " << d->rule << " " << d->reason;
+    EXPECT_EQ(d->rule, dir + "/10-names.policy:" + std::to_string(i + 1));
+    d = gate->Decide({"@adminvm", "vm" + names[i].substr(0, 29), "qubes.OpenURL", ""});
+    ASSERT_TRUE(d.ok());
+    EXPECT_TRUE(d->allow) << names[i] << ": " << d->rule << " " << d->reason;
+    EXPECT_EQ(d->rule, dir + "/10-names.policy:" + std::to_string(names.size() + i + 1));
+  }
+  // A named domain is no disposable template, and one that does not run is no target.
+  auto d = gate->Decide({"@adminvm", "@dispvm:vma", "qubes.VMShell", ""});
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->allow);
+  d = gate->Decide({"@adminvm", "other", "qubes.OpenURL", ""});
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->allow);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(PolicyGateTest, ShippedPolicyAllowsCallsIntoNamedDomains) {
+  PolicyGateOptions o{std::string(ODYSSEY_ENGINE_DATA_DIR) + "/policy.d", "host", nullptr,
+                      [](const std::string& n) { return n == "work"; }};
+  auto gate = MakePolicyGate(o);
+  for (const char* svc : {"qubes.OpenInVM", "qubes.OpenURL"}) {
+    auto d = gate->Decide({"@adminvm", "work", svc, ""});
+    ASSERT_TRUE(d.ok());
+    EXPECT_TRUE(d->allow) << svc << ": " << d->rule << " " << d->reason;
+  }
+  auto d = gate->Decide({"@adminvm", "absent", "qubes.OpenURL", ""});
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->allow);
 }
 
 }  // namespace

@@ -21,9 +21,10 @@ struct TemplateSpec {
   std::string kernel, initrd, disk;  // vm
   uint64_t memory_bytes = 256ull << 20;
   std::string agent_path;        // qrexec-agent binary run as the domain's init/agent
-  // Native: a host directory of qrexec services bound read-only inside (at
-  // /odyssey/qubes-rpc, searched by the agent before /usr/local/etc/qubes-rpc and
-  // /etc/qubes-rpc); empty: none.
+  // Native: host directories of qrexec services, a colon list in lookup order, shown
+  // read-only inside as one folder (/odyssey/qubes-rpc, searched by the agent before
+  // /usr/local/etc/qubes-rpc and /etc/qubes-rpc) where a name resolves to the first folder
+  // that has it; empty: none.
   std::string services_dir;
   // Native: the gui-agent binary bound read-only at /odyssey/gui-agent (GUI disposables run
   // their program under it); empty: none.

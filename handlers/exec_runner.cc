@@ -23,7 +23,8 @@ std::vector<std::string> SplitCommand(const std::string& text) {
 std::vector<std::string> ExecRunner::DefaultCommand() {
   const char* env = std::getenv("ODYSSEY_RUNNER");
   if (env && *env) return SplitCommand(env);
-  return {"odyssey", "call"};
+  const char* cli = std::getenv("ODYSSEY_CLI");  // the engine's CLI, as odyssey-open uses it
+  return {cli && *cli ? cli : "odyssey", "call"};
 }
 
 Result<int> SpawnAndWait(const std::vector<std::string>& argv, int stdin_fd, int stdout_fd,

@@ -2,7 +2,8 @@
 // stand-alone binaries (odyssey-convert, odyssey-open). It runs
 //   COMMAND... [--dispvm=TEMPLATE | --vm=NAME] SERVICE+ARG
 // with the call's fds as the command's stdin/stdout/stderr and returns its exit code.
-// COMMAND comes from --runner or $ODYSSEY_RUNNER (split on spaces), default "odyssey call".
+// COMMAND comes from --runner or $ODYSSEY_RUNNER (split on spaces), default "odyssey call"
+// ($ODYSSEY_CLI replaces "odyssey", as for odyssey-open).
 #pragma once
 
 #include <string>
@@ -15,7 +16,7 @@ namespace odyssey::handlers {
 class ExecRunner : public DisposableRunner {
  public:
   explicit ExecRunner(std::vector<std::string> command) : command_(std::move(command)) {}
-  // From $ODYSSEY_RUNNER, or {"odyssey", "call"}.
+  // From $ODYSSEY_RUNNER, or {$ODYSSEY_CLI or "odyssey", "call"}.
   static std::vector<std::string> DefaultCommand();
 
   Result<int> Run(const ServiceCall& call) override;

@@ -136,6 +136,11 @@ std::vector<std::string> DesktopMimeTypes() {
 Result<Report> InstallUserIntegration(const IntegrateOptions& o) {
   if (o.open_program.empty() || o.open_program[0] != '/')
     return Error{"odyssey-open must be given as an absolute path, not '" + o.open_program + "'", EINVAL};
+  // The path goes unquoted into a shell script, Exec= lines and XML: plain characters only.
+  if (o.open_program.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                       "0123456789/._+-") != std::string::npos)
+    return Error{"the path of odyssey-open '" + o.open_program + "' has a character that the "
+                 "file-manager files cannot carry unquoted (use one of [A-Za-z0-9/._+-])", EINVAL};
   const DesktopTemplates& t = EmbeddedDesktopTemplates();
   Report report;
   struct Item {

@@ -32,9 +32,11 @@ std::vector<std::string> EngineOpenCommand(const Decision& d, const Flags& f) {
   const char* cli = std::getenv("ODYSSEY_CLI");
   std::vector<std::string> argv = {cli && *cli ? cli : "odyssey", "open"};
   // The rules were applied here already: tell `odyssey open` where, not to route again.
-  if (!d.action.name.empty()) argv.insert(argv.end(), {"--dispvm", d.action.name});
+  if (d.action.kind == Action::Kind::kVm) argv.insert(argv.end(), {"--vm", d.action.name});
+  else if (!d.action.name.empty()) argv.insert(argv.end(), {"--dispvm", d.action.name});
   else argv.push_back("--no-route");
   if (d.action.view_only || f.view_only) argv.push_back("--view-only");
+  argv.push_back("--");  // a file named like an option stays a file
   argv.push_back(d.is_url ? d.subject : d.path);
   return argv;
 }
@@ -56,10 +58,6 @@ int Act(const Decision& d, const Flags& f) {
   // No service runner configured: hand disposables to the engine's own `odyssey open`.
   std::fprintf(stderr, "odyssey-open: %s -> %s (rule %s)\n", d.subject.c_str(), d.action.Spelling().c_str(),
                d.rule_source.c_str());
-  Target target = *d.action.ServiceTarget();
-  if (target.kind == Target::Kind::kNamed)
-    return Fail("opening in the named domain '" + target.name + "' needs a service runner (" +
-                "--runner or ODYSSEY_RUNNER); the engine's `odyssey open` only knows disposables");
   auto argv = EngineOpenCommand(d, f);
   if (f.dry_run) return std::printf("would run: %s\n", Joined(argv).c_str()), 0;
   auto rc = SpawnAndWait(argv, -1, -1, -1);
@@ -72,16 +70,29 @@ int Main(int argc, char** argv) {
   std::vector<std::string> subjects, dirs;
   Flags f;
   app.add_option("subjects", subjects, "files, file:// URLs or URLs")->required();
-  app.add_option("--dispvm", f.dispvm_template, "skip the rules: open in a disposable (of TEMPLATE)")
-      ->expected(0, 1);
+  app.add_option("--dispvm", f.dispvm_template,
+                 "skip the rules: open in a disposable (--dispvm=TEMPLATE: of that template)");
   app.add_flag("--view-only", f.view_only, "never take an edited file back");
   app.add_flag("--convert", f.convert, "skip the rules: convert to a trusted PDF (PNG for images)");
   app.add_flag("--dry-run", f.dry_run, "say what would happen, do nothing");
-  app.add_option("--rules-dir", dirs, "read rules from DIR (repeatable; see odyssey-route)");
+  app.add_option("--rules-dir", dirs, "read rules from DIR (repeatable; see odyssey-route)")
+      ->allow_extra_args(false);  // one DIR each: a following "--" still ends the options
   app.add_option("--runner", f.runner, "command that runs a service in a domain (default $ODYSSEY_RUNNER; "
                                        "without one, disposables are opened with `odyssey open`)");
+  // A bare --dispvm is a flag: taken out here, because CLI11 would take the next argument (a
+  // file, or the "--" that ends the options) as its template. `--dispvm=T` names a template.
+  std::vector<char*> args;
+  bool bare_dispvm = false, options_ended = false;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    options_ended = options_ended || a == "--";
+    if (!options_ended && i > 0 && a == "--dispvm") bare_dispvm = true;
+    else args.push_back(argv[i]);
+  }
+  argc = static_cast<int>(args.size());
+  argv = args.data();
   CLI11_PARSE(app, argc, argv);
-  f.force_dispvm = app.count("--dispvm") > 0;
+  f.force_dispvm = bare_dispvm || app.count("--dispvm") > 0;
 
   if (std::getenv("ODYSSEY_OPEN_DEPTH"))
     return Fail("called again from a local opener (odyssey-open is the default handler): set "

@@ -11,12 +11,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <thread>
 
 #include "engine/engine_runner.h"
+#include "handlers/convert.h"
 #include "handlers/open_in_vm.h"
 #include "handlers/router.h"
 #include "tests/engine/engine_test_util.h"
@@ -158,6 +160,86 @@ void BM_OpenPdf_ColdOverWarm(benchmark::State& state) {
   SetPool(2);
 }
 BENCHMARK(BM_OpenPdf_ColdOverWarm)->Iterations(1);
+
+// ---- conversion pages per second, the same run ----
+// The trusted converter through the engine (odyssey.RenderPDF in a pooled disposable, the
+// host validating the pixel stream and rebuilding the PDF with cairo) beside the same
+// renderer run directly on the host: the very service script (pdftoppm once per page, as in
+// the disposable, output thrown away) and pdftoppm once for the whole document. Ratios of
+// the medians are in BM_Convert_Ratios.
+
+constexpr int kConvertPages = 10;
+double g_engine_pps = 0, g_service_host_pps = 0, g_pdftoppm_pps = 0;
+
+const std::string& ConvertPdf() {
+  static std::string path = [] {
+    std::string p = *TheEnv()->dir / "ten.pdf";
+    testing::WritePdf(p, kConvertPages, 612, 792);  // 850 x 1100 pixels at 100 dpi
+    return p;
+  }();
+  return path;
+}
+
+// Runs fn once per iteration, timed by hand; reports pages/s of the median iteration.
+template <typename Fn>
+void TimePages(benchmark::State& state, double* pps, Fn fn) {
+  std::vector<double> ms;
+  for (auto _ : state) {
+    auto t0 = Clock::now();
+    if (!fn()) {
+      state.SkipWithError("conversion failed");
+      return;
+    }
+    double v = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    state.SetIterationTime(v / 1000);
+    ms.push_back(v);
+  }
+  double p50 = Report(state, ms);
+  *pps = p50 > 0 ? kConvertPages * 1000.0 / p50 : 0;
+  state.counters["pages_per_s"] = *pps;
+}
+
+void BM_ConvertPdf_Engine(benchmark::State& state) {
+  SetPool(2);
+  ConvertOptions o;
+  o.keep_original = true;
+  engine::ConnectOptions co;
+  co.socket_path = TheEnv()->daemon->socket();
+  co.autostart = false;
+  engine::EngineRunner runner(co);
+  TimePages(state, &g_engine_pps, [&] {
+    WaitPool();  // a paused clone is ready, as for a user who converts now and then
+    auto r = ConvertFile(runner, ConvertPdf(), o);
+    if (!r.ok()) std::fprintf(stderr, "open_bench: %s\n", r.error().message.c_str());
+    if (r.ok()) ::unlink(r->output_path.c_str());
+    return r.ok();
+  });
+}
+BENCHMARK(BM_ConvertPdf_Engine)->UseManualTime()->Iterations(5)->Unit(benchmark::kMillisecond);
+
+void BM_RenderServiceOnHost(benchmark::State& state) {
+  std::string cmd = "sh '" + std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services/odyssey.RenderPDF' 100 < '" +
+                    ConvertPdf() + "' > /dev/null";
+  TimePages(state, &g_service_host_pps, [&] { return std::system(cmd.c_str()) == 0; });
+}
+BENCHMARK(BM_RenderServiceOnHost)->UseManualTime()->Iterations(5)->Unit(benchmark::kMillisecond);
+
+void BM_PdftoppmOnHost(benchmark::State& state) {
+  std::string cmd = "pdftoppm -r 100 '" + ConvertPdf() + "' '" + *TheEnv()->dir / "ppm" + "'";
+  TimePages(state, &g_pdftoppm_pps, [&] { return std::system(cmd.c_str()) == 0; });
+}
+BENCHMARK(BM_PdftoppmOnHost)->UseManualTime()->Iterations(5)->Unit(benchmark::kMillisecond);
+
+// Not a measurement of its own: pages/s ratios of the three medians above.
+void BM_Convert_Ratios(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(g_engine_pps);
+  state.counters["engine_pps"] = g_engine_pps;
+  state.counters["service_on_host_pps"] = g_service_host_pps;
+  state.counters["pdftoppm_pps"] = g_pdftoppm_pps;
+  state.counters["service_host_over_engine"] = g_engine_pps > 0 ? g_service_host_pps / g_engine_pps : 0;
+  state.counters["pdftoppm_over_engine"] = g_engine_pps > 0 ? g_pdftoppm_pps / g_engine_pps : 0;
+}
+BENCHMARK(BM_Convert_Ratios)->Iterations(1);
 
 }  // namespace
 }  // namespace odyssey::handlers::bench

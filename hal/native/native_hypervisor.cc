@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstdlib>
@@ -466,11 +467,19 @@ class NativeHypervisor final : public Hypervisor {
                   "--gid=" + std::to_string(ctx_->options.inner_gid)};
     if (!root.empty()) child.argv.push_back("--template-dir=" + root);
     if (!tmpl.services_dir.empty()) {
-      char services[PATH_MAX];
-      if (!::realpath(tmpl.services_dir.c_str(), services)) {
-        return cleanup_error(Error::Errno("services dir", tmpl.services_dir), &*cg);
+      std::string services;  // each folder of the colon list, resolved, in lookup order
+      for (size_t at = 0; at <= tmpl.services_dir.size();) {
+        size_t colon = std::min(tmpl.services_dir.find(':', at), tmpl.services_dir.size());
+        const std::string dir = tmpl.services_dir.substr(at, colon - at);
+        at = colon + 1;
+        char resolved[PATH_MAX];
+        if (dir.empty()) continue;
+        if (!::realpath(dir.c_str(), resolved)) {
+          return cleanup_error(Error::Errno("services dir", dir), &*cg);
+        }
+        services += (services.empty() ? "" : ":") + std::string(resolved);
       }
-      child.argv.push_back("--services=" + std::string(services));
+      child.argv.push_back("--services=" + services);
     }
     if (!tmpl.gui_agent_path.empty()) {
       char gui_agent[PATH_MAX];

@@ -1,5 +1,18 @@
 #!/bin/sh
 # Nautilus script "Open in Disposable VM" (installed by odyssey-integrate --user into
-# ~/.local/share/nautilus/scripts/). Nautilus passes the selected files as arguments.
+# ~/.local/share/nautilus/scripts/).
 # X-Odyssey=true
-exec @ODYSSEY_OPEN@ --dispvm "$@"
+# In a local folder Nautilus passes the selected names as arguments (relative to the folder,
+# its working directory); elsewhere none, and only NAUTILUS_SCRIPT_SELECTED_FILE_PATHS (full
+# paths, one a line, local files) or NAUTILUS_SCRIPT_SELECTED_URIS (one a line) say what was
+# selected: odyssey-open takes paths and URIs alike.
+if [ "$#" -eq 0 ]; then
+  sel=${NAUTILUS_SCRIPT_SELECTED_FILE_PATHS:-${NAUTILUS_SCRIPT_SELECTED_URIS:-}}
+  [ -n "$sel" ] || { echo "odyssey: nothing selected" >&2; exit 2; }
+  set -f
+  IFS='
+'
+  # shellcheck disable=SC2086 # one argument per line, no globbing
+  set -- $sel
+fi
+exec @ODYSSEY_OPEN@ --dispvm -- "$@"

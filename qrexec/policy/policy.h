@@ -34,6 +34,11 @@ struct Location {
   std::string ToString(bool with_column = false) const;
 };
 
+// The domain names a policy accepts (Qubes' rule: a letter first, then letters, digits and
+// "_.-", at most 31 bytes, the qrexec wire's name field). Whoever names domains (the engine's
+// templates and named domains) checks with this, so every name can be written in a policy.
+bool IsValidDomainName(std::string_view name);
+
 // Facts about one domain, as the policy needs them.
 struct DomainInfo {
   std::string name;                 // unique, e.g. "work"; the admin domain is "dom0"

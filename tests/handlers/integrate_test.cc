@@ -72,14 +72,14 @@ TEST_F(IntegrateTest, InstallMakesUsTheDefaultAndRemoveRestoresTheUsers) {
   EXPECT_EQ(Query("application/pdf"), kDesktopId);
   EXPECT_EQ(Query("x-scheme-handler/https"), kDesktopId);
   std::string desktop = ReadText(home_ / ".local/share/applications/odyssey-open.desktop");
-  EXPECT_NE(desktop.find("Exec=" + Bin("odyssey-open") + " %U"), std::string::npos) << desktop;
+  EXPECT_NE(desktop.find("Exec=" + Bin("odyssey-open") + " -- %U"), std::string::npos) << desktop;
   EXPECT_NE(desktop.find("Name=Open in Disposable VM"), std::string::npos);
   EXPECT_NE(desktop.find("MimeType=application/pdf;"), std::string::npos);
   EXPECT_TRUE(Exists(home_ / ".local/share/nautilus/scripts/Open in Disposable VM"));
   EXPECT_TRUE(Exists(home_ / ".local/share/kio/servicemenus/odyssey-open.desktop"));
   std::string uca = ReadText(home_ / ".config/Thunar/uca.xml");
   EXPECT_NE(uca.find("<unique-id>mine</unique-id>"), std::string::npos);
-  EXPECT_NE(uca.find("<command>" + Bin("odyssey-open") + " --dispvm %F</command>"), std::string::npos);
+  EXPECT_NE(uca.find("<command>" + Bin("odyssey-open") + " --dispvm -- %F</command>"), std::string::npos);
   EXPECT_EQ(RunShell("python3 -c 'import sys, xml.dom.minidom as m; m.parse(sys.argv[1])' '" +
                      home_ / ".config/Thunar/uca.xml" + "'"),
             0) << "uca.xml stays well-formed XML";
@@ -120,11 +120,11 @@ TEST_F(IntegrateTest, XdgOpenAndGioOpenReachTheEngine) {
   ASSERT_EQ(RunShell(env + "xdg-open " + work_ / "sample.pdf", &out, true), 0) << out;
   ASSERT_EQ(RunShell(env + "xdg-open https://example.org/from-xdg-open", &out, true), 0) << out;
   std::string text = ReadText(log);
-  EXPECT_NE(text.find("open --no-route " + work_ / "sample.pdf"), std::string::npos) << text;
-  EXPECT_NE(text.find("open --no-route https://example.org/from-xdg-open"), std::string::npos) << text;
+  EXPECT_NE(text.find("open --no-route -- " + work_ / "sample.pdf"), std::string::npos) << text;
+  EXPECT_NE(text.find("open --no-route -- https://example.org/from-xdg-open"), std::string::npos) << text;
   ASSERT_EQ(RunShell(env + "gio open https://example.org/from-gio", &out, true), 0) << out;
   text = WaitForContent(log, "from-gio");
-  EXPECT_NE(text.find("open --no-route https://example.org/from-gio"), std::string::npos) << text;
+  EXPECT_NE(text.find("open --no-route -- https://example.org/from-gio"), std::string::npos) << text;
 }
 
 TEST_F(IntegrateTest, XdgOpenReachesADisposableThroughTheRunner) {
@@ -158,16 +158,26 @@ TEST_F(IntegrateTest, OpenFollowsEveryActionOfTheRules) {
   std::string out;
   EXPECT_EQ(RunShell(env + open + "https://deny.example.org/x", &out, true), 1);
   EXPECT_NE(out.find("refused: https://deny.example.org/x (rule " + work_ / "10.rules:1"), std::string::npos) << out;
-  EXPECT_EQ(RunShell(env + open + "https://work.example.org/", &out, true), 1);
-  EXPECT_NE(out.find("named domain 'work' needs a service runner"), std::string::npos) << out;
+  EXPECT_EQ(RunShell(env + open + "https://work.example.org/", &out, true), 0) << out;
+  EXPECT_NE(out.find("open --vm work -- https://work.example.org/"), std::string::npos) << out;
   EXPECT_EQ(RunShell(env + open + "https://local.example.org/", &out, true), 0) << out;
   EXPECT_EQ(ReadText(work_ / "local.log"), "local: https://local.example.org/\n");
   EXPECT_EQ(RunShell(env + open + work_ / "notes.txt", &out, true), 0) << out;
-  EXPECT_NE(out.find("open --dispvm text-dvm --view-only " + work_ / "notes.txt"), std::string::npos) << out;
+  EXPECT_NE(out.find("open --dispvm text-dvm --view-only -- " + work_ / "notes.txt"), std::string::npos) << out;
   EXPECT_EQ(RunShell(env + open + "--dry-run --convert " + work_ / "notes.txt", &out, true), 0) << out;
   EXPECT_NE(out.find("would convert"), std::string::npos) << out;
   EXPECT_EQ(RunShell(env + "ODYSSEY_OPEN_DEPTH=1 " + open + work_ / "notes.txt", &out, true), 1);
   EXPECT_NE(out.find("ODYSSEY_LOCAL_OPENER"), std::string::npos) << out;
+  // A selected file named like an option stays a file: the installed actions end the options
+  // with "--", and a bare --dispvm never takes the next argument as its template.
+  WriteText(work_ / "--runner=touch pwned", "hello\n");
+  EXPECT_EQ(RunShell("cd " + work_.path() + " && " + env + Bin("odyssey-open") +
+                         " --rules-dir . --dispvm -- '--runner=touch pwned'", &out, true), 0) << out;
+  EXPECT_NE(out.find("open --no-route -- "), std::string::npos) << out;
+  EXPECT_NE(out.find("--runner=touch pwned\n"), std::string::npos) << out;
+  EXPECT_FALSE(Exists(work_ / "pwned"));
+  EXPECT_EQ(RunShell(env + open + "--dispvm " + work_ / "notes.txt", &out, true), 0) << out;
+  EXPECT_NE(out.find("open --no-route -- " + work_ / "notes.txt"), std::string::npos) << out;
   EXPECT_EQ(RunShell(Bin("odyssey-open") + " --help", &out), 0);
   EXPECT_EQ(RunShell(Bin("odyssey-integrate") + " --help", &out), 0);
 }

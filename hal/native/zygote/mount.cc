@@ -75,6 +75,20 @@ MaybeFailure BindReadOnly(const std::string& src, const std::string& dst, unsign
   return std::nullopt;
 }
 
+// The services folder(s) at dst, read-only: one folder is bound; a colon list is a
+// read-only overlay whose lower layers are the folders in order, so a service name resolves
+// to the first folder that has it (the service path's lookup order) and every folder's
+// other services stay visible. Overlay option syntax reserves ',' ':' '\\' in paths.
+MaybeFailure MountServices(const std::string& dirs, const std::string& dst) {
+  if (dirs.find(':') == std::string::npos) return BindReadOnly(dirs, dst, MS_NOSUID | MS_NODEV);
+  if (dirs.find_first_of(",\\") != std::string::npos || dirs.front() == ':' || dirs.back() == ':' ||
+      dirs.find("::") != std::string::npos) {
+    return Failure{EINVAL, "services folders '" + dirs + "': an empty entry or a ',' or '\\' in a path"};
+  }
+  return Mount("overlay", dst, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV,
+               "lowerdir=" + dirs + ",userxattr");
+}
+
 std::string TmpfsData(const char* mode, uint64_t bytes) {
   std::string d = std::string("mode=") + mode;
   if (bytes) d += ",size=" + std::to_string(bytes);
@@ -108,7 +122,7 @@ MaybeFailure PopulateMountPoints(const std::string& root, const TemplateLayout& 
   ZYGOTE_TRY(MakeFile(root + kAgentPathInside));
   if (!layout.services_dir.empty()) {
     ZYGOTE_TRY(MakeDir(root + kServicesDirInside, 0755));
-    ZYGOTE_TRY(BindReadOnly(layout.services_dir, root + kServicesDirInside, MS_NOSUID | MS_NODEV));
+    ZYGOTE_TRY(MountServices(layout.services_dir, root + kServicesDirInside));
   }
   if (!layout.gui_agent_path.empty()) {
     ZYGOTE_TRY(MakeFile(root + kGuiAgentPathInside));

@@ -16,7 +16,7 @@ struct TemplateLayout {
   std::string template_dir;  // empty: the host template (host /usr, /etc … read-only)
   std::string agent_path;    // host path of the agent, bound at kAgentPathInside
   std::string staging;       // zygote-private directory where roots are assembled
-  std::string services_dir;  // host directory of qrexec services, bound at kServicesDirInside
+  std::string services_dir;  // host folder(s) of qrexec services (colon list, lookup order), at kServicesDirInside
   std::string gui_agent_path;  // host path of gui-agent, bound at kGuiAgentPathInside (optional)
   uint32_t inner_uid = 1000;  // owner of /home/user inside
   uint32_t inner_gid = 1000;
