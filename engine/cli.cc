@@ -17,8 +17,10 @@
 #include "base/io.h"
 #include "engine/engine_runner.h"
 #include "handlers/commands.h"
+#include "handlers/integrate.h"
 #include "handlers/mime.h"
 #include "handlers/open_in_vm.h"
+#include "engine/backend_factory.h"
 #include "engine/config.h"
 
 namespace odyssey::engine {
@@ -238,6 +240,34 @@ int CmdRoute(const RouteArgs& args) {
   cmd.short_form = args.short_form;
   cmd.list = args.list;
   return handlers::RunRouteCommand(cmd, "odyssey route");
+}
+
+int CmdIntegrate(const IntegrateArgs& args) {
+  handlers::IntegrateOptions options = handlers::IntegrateOptions::FromEnvironment();
+  options.set_defaults = !args.no_defaults;
+  options.open_program = args.open_program;
+  if (options.open_program.empty() && !args.remove) {
+    // Installed: odyssey-open sits next to odyssey; in a build tree, handlers/ built it.
+    std::vector<std::string> candidates{ExecutableDir() + "/odyssey-open"};
+#ifdef ODYSSEY_BUILD_OPEN_PATH
+    candidates.emplace_back(ODYSSEY_BUILD_OPEN_PATH);
+#endif
+    for (const auto& c : candidates)
+      if (::access(c.c_str(), X_OK) == 0) {
+        options.open_program = c;
+        break;
+      }
+    if (options.open_program.empty())
+      return Fail("integrate: odyssey-open is not installed next to odyssey (looked at " +
+                  candidates.front() + "); give its absolute path with --open-program");
+  }
+  if (!options.open_program.empty() && options.open_program[0] != '/')
+    return Fail("integrate: --open-program must be an absolute path, not '" + options.open_program + "'");
+  auto report = args.remove ? handlers::RemoveUserIntegration(options)
+                            : handlers::InstallUserIntegration(options);
+  if (!report.ok()) return Fail("integrate: " + report.error().message);
+  for (const auto& line : report.value()) std::printf("%s\n", line.c_str());
+  return 0;
 }
 
 int CmdConvert(const CliContext& ctx, const ConvertArgs& args) {

@@ -65,6 +65,14 @@ struct RouteArgs {
 };
 int CmdRoute(const RouteArgs& args);
 
+// `odyssey integrate --user [--remove]`: the desktop integration (same code as
+// odyssey-integrate): odyssey-open as the default handler, file-manager actions.
+struct IntegrateArgs {
+  bool remove = false, no_defaults = false;
+  std::string open_program;  // empty: odyssey-open next to odyssey, else the build tree's
+};
+int CmdIntegrate(const IntegrateArgs& args);
+
 // `odyssey convert`: the trusted converter (same code as odyssey-convert), rendering in a
 // disposable of odysseyd.
 struct ConvertArgs {

@@ -159,6 +159,19 @@ int main(int argc, char** argv) {
   check->add_option("--target", p_target, "target (default @dispvm; e.g. @dispvm:host)");
   check->add_flag("--json", ctx.json, "machine-readable output");
 
+  IntegrateArgs integrate_args;
+  bool integrate_user = false;
+  auto* integrate = app.add_subcommand(
+      "integrate", "install (or --remove) the desktop integration for this user: odyssey-open as "
+                   "the default handler (xdg-mime) for documents and links, and 'Open in Disposable "
+                   "VM' actions for Nautilus, Dolphin and Thunar");
+  integrate->add_flag("--user", integrate_user, "for the current user (the only mode so far)")->required();
+  integrate->add_flag("--remove", integrate_args.remove, "undo: remove our files, restore the previous defaults");
+  integrate->add_flag("--no-defaults", integrate_args.no_defaults,
+                      "install the actions but do not change default applications");
+  integrate->add_option("--open-program", integrate_args.open_program,
+                        "absolute path of odyssey-open for Exec= lines (default: next to odyssey)");
+
   auto* ping = app.add_subcommand("ping", "check that odysseyd answers");
   auto* stats = app.add_subcommand("stats", "pool counters, memory, totals (JSON)");
   auto* calls = app.add_subcommand("calls", "recent calls from the state store (JSON)");
@@ -212,6 +225,7 @@ int main(int argc, char** argv) {
   if (*open) return CmdOpen(ctx, open_args);
   if (*route) return CmdRoute(route_args);
   if (*convert) return CmdConvert(ctx, convert_args);
+  if (*integrate) return CmdIntegrate(integrate_args);
   if (*ls) return CmdLs(ctx);
   if (*kill) return CmdKill(ctx, kill_name);
   if (*vm_start) return CmdVm(ctx, "start", vm_name, vm_template);

@@ -380,7 +380,7 @@ TEST_F(EngineOpenTest, TemplateNamesAreTheNamesThePolicyCanWrite) {
 }
 
 TEST_F(EngineOpenTest, FileManagerRightClickActionsReachDisposables) {
-  // `odyssey-integrate --user` in a throw-away HOME, then each installed action run the way
+  // `odyssey integrate --user` in a throw-away HOME, then each installed action run the way
   // its file manager runs it, against a real odysseyd: Nautilus runs the script with the
   // selected names as arguments from the folder (and the NAUTILUS_SCRIPT_* variables), Dolphin
   // expands the service menu's Exec= (%F), Thunar substitutes uca.xml's <command> (%F) and
@@ -396,7 +396,9 @@ TEST_F(EngineOpenTest, FileManagerRightClickActionsReachDisposables) {
   for (const char* v : {"ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"})
     if (const char* val = std::getenv(v)) env += std::string(v) + "=" + Quote(val) + " ";
   std::string out;
-  ASSERT_EQ(ht::RunShell(env + Quote(ht::BinaryDir() + "/handlers/odyssey-integrate") + " --user", &out, true), 0) << out;
+  // Through the CLI, as the user runs it (`odyssey integrate --user`).
+  ASSERT_EQ(ht::RunShell(env + Quote(ODYSSEY_CLI_PATH) + " integrate --user", &out, true), 0) << out;
+  EXPECT_NE(out.find("added Thunar custom actions"), std::string::npos) << out;
   const std::string nautilus = home + "/.local/share/nautilus/scripts/";
   const std::string dolphin = Slurp(home + "/.local/share/kio/servicemenus/odyssey-open.desktop");
   const std::string uca = Slurp(home + "/.config/Thunar/uca.xml");
@@ -464,6 +466,11 @@ TEST_F(EngineOpenTest, FileManagerRightClickActionsReachDisposables) {
   EXPECT_EQ(open_calls, 4);
   EXPECT_EQ(render_calls, 3);
   EXPECT_EQ(Running(*d), 0);
+
+  // `odyssey integrate --user --remove` takes every action away again.
+  ASSERT_EQ(ht::RunShell(env + Quote(ODYSSEY_CLI_PATH) + " integrate --user --remove", &out, true), 0) << out;
+  EXPECT_FALSE(std::filesystem::exists(home + "/.local/share/kio/servicemenus/odyssey-open.desktop"));
+  EXPECT_FALSE(std::filesystem::exists(nautilus + "Open in Disposable VM"));
 }
 
 TEST_F(EngineOpenTest, OpenRoutesPdfAndUrlIntoDisposables) {
