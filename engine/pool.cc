@@ -161,32 +161,42 @@ Result<MemberPtr> PoolManager::Take(const std::string& template_name, bool* hit)
   TemplateInfo tmpl;
   Backend* b = nullptr;
   {
-    std::lock_guard lock(mu_);
-    auto it = pools_.find(template_name);
-    if (it == pools_.end())
-      return Error{"template " + template_name +
-                       " does not exist (see `odyssey template ls`, add it with "
-                       "`odyssey template add`)", ENOENT};
-    Pool& p = it->second;
-    p.consecutive_failures = 0;
-    if (!p.backend) p.backend = backend_;
-    if (!p.ready.empty()) {
-      MemberPtr m = std::move(p.ready.front());
-      p.ready.pop_front();
-      p.hits++;
-      in_use_++;
-      if (p.ready.empty()) RefillLocked(p);  // else when the member is retired
-      *hit = true;
-      return m;
+    std::unique_lock lock(mu_);
+    // At max_domains while earlier disposables are still being destroyed (a VM's teardown
+    // takes seconds), a call waits for their slots instead of failing: sequential
+    // `odyssey run`s must not outpace teardown into "too many disposables".
+    const auto deadline = std::chrono::steady_clock::now() + kSlotWait;
+    for (;;) {
+      auto it = pools_.find(template_name);
+      if (it == pools_.end())
+        return Error{"template " + template_name +
+                         " does not exist (see `odyssey template ls`, add it with "
+                         "`odyssey template add`)", ENOENT};
+      Pool& p = it->second;
+      p.consecutive_failures = 0;
+      if (!p.backend) p.backend = backend_;
+      if (!p.ready.empty()) {
+        MemberPtr m = std::move(p.ready.front());
+        p.ready.pop_front();
+        p.hits++;
+        in_use_++;
+        if (p.ready.empty()) RefillLocked(p);  // else when the member is retired
+        *hit = true;
+        return m;
+      }
+      if (TotalLocked() < max_members_) {
+        p.misses++;
+        in_use_++;
+        tmpl = p.tmpl;
+        b = p.backend;
+        RefillLocked(p);
+        break;
+      }
+      if (retiring_ == 0 || shutdown_ || std::chrono::steady_clock::now() >= deadline)
+        return Error{"too many disposables (max_domains = " + std::to_string(max_members_) +
+                         "); wait for some to finish or raise max_domains in odysseyd.conf", EBUSY};
+      idle_cv_.wait_until(lock, deadline);
     }
-    if (TotalLocked() >= max_members_)
-      return Error{"too many disposables (max_domains = " + std::to_string(max_members_) +
-                       "); wait for some to finish or raise max_domains in odysseyd.conf", EBUSY};
-    p.misses++;
-    in_use_++;
-    tmpl = p.tmpl;
-    b = p.backend;
-    RefillLocked(p);
   }
   *hit = false;
   auto m = b->Prepare(tmpl, NextName());
@@ -213,6 +223,7 @@ void PoolManager::Retire(MemberPtr member, std::function<void(double)> done) {
   std::shared_ptr<Member> m(member.release());
   std::lock_guard lock(mu_);
   inflight_++;
+  retiring_++;
   auto it = pools_.find(m->template_name());
   if (it != pools_.end()) RefillLocked(it->second);
   tasks_.run([this, m, done = std::move(done)] {
@@ -227,6 +238,7 @@ void PoolManager::Retire(MemberPtr member, std::function<void(double)> done) {
       auto p = pools_.find(m->template_name());
       if (p != pools_.end()) RefillLocked(p->second);
       inflight_--;
+      retiring_--;
     }
     idle_cv_.notify_all();
   });

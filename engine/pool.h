@@ -7,6 +7,7 @@
 #include <tbb/task_group.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -90,6 +91,8 @@ class PoolManager {
   // Counts a failed prepare on b; switches the pool to fallback_ at the threshold. mu_ held.
   void PrepareFailedLocked(Pool& pool, Backend* b, const std::string& error);
   uint32_t TotalLocked() const;
+  // How long Take() waits for a slot held by members still being destroyed.
+  static constexpr std::chrono::seconds kSlotWait{60};
 
   Backend* backend_;
   Backend* fallback_;
@@ -100,6 +103,7 @@ class PoolManager {
   std::condition_variable idle_cv_;
   std::map<std::string, Pool> pools_;
   uint32_t inflight_ = 0;
+  uint32_t retiring_ = 0;  // members handed to Retire() and not yet destroyed
   bool shutdown_ = false;
   std::atomic<uint64_t> counter_{0};
   std::atomic<int> in_use_{0};
