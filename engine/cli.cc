@@ -263,11 +263,7 @@ int CmdIntegrate(const IntegrateArgs& args) {
   }
   if (!options.open_program.empty() && options.open_program[0] != '/')
     return Fail("integrate: --open-program must be an absolute path, not '" + options.open_program + "'");
-  auto report = args.remove ? handlers::RemoveUserIntegration(options)
-                            : handlers::InstallUserIntegration(options);
-  if (!report.ok()) return Fail("integrate: " + report.error().message);
-  for (const auto& line : report.value()) std::printf("%s\n", line.c_str());
-  return 0;
+  return handlers::RunIntegrateCommand(options, args.remove, "odyssey integrate");
 }
 
 int CmdConvert(const CliContext& ctx, const ConvertArgs& args) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 
@@ -252,6 +253,16 @@ Result<Report> RemoveUserIntegration(const IntegrateOptions& o) {
   }
   ::unlink(StatePath(o).c_str());
   return report;
+}
+
+int RunIntegrateCommand(const IntegrateOptions& options, bool remove, const char* program) {
+  auto report = remove ? RemoveUserIntegration(options) : InstallUserIntegration(options);
+  if (!report.ok()) {
+    std::fprintf(stderr, "%s: %s\n", program, report.error().message.c_str());
+    return 1;
+  }
+  for (const auto& line : report.value()) std::printf("%s\n", line.c_str());
+  return 0;
 }
 
 }  // namespace odyssey::handlers

@@ -39,6 +39,10 @@ using Report = std::vector<std::string>;
 Result<Report> InstallUserIntegration(const IntegrateOptions& options);
 Result<Report> RemoveUserIntegration(const IntegrateOptions& options);
 
+// The whole command for `odyssey-integrate` and `odyssey integrate`: installs (or removes),
+// prints the report on stdout or "<program>: <error>" on stderr; the exit code.
+int RunIntegrateCommand(const IntegrateOptions& options, bool remove, const char* program);
+
 // The MIME types listed in the .desktop template's MimeType= line.
 std::vector<std::string> DesktopMimeTypes();
 

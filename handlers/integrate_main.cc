@@ -5,7 +5,6 @@
 
 #include <CLI/CLI.hpp>
 #include <climits>
-#include <cstdio>
 
 #include "handlers/integrate.h"
 
@@ -37,13 +36,7 @@ int Main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   (void)user;
   options.set_defaults = !no_defaults;
-  auto report = remove ? RemoveUserIntegration(options) : InstallUserIntegration(options);
-  if (!report.ok()) {
-    std::fprintf(stderr, "odyssey-integrate: %s\n", report.error().message.c_str());
-    return 1;
-  }
-  for (const auto& line : report.value()) std::printf("%s\n", line.c_str());
-  return 0;
+  return RunIntegrateCommand(options, remove, "odyssey-integrate");
 }
 
 }  // namespace
