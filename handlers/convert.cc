@@ -190,7 +190,8 @@ Result<std::string> MoveToQuarantine(const std::string& path, const std::string&
   ODYSSEY_TRY(MkdirParents(dir, 0700));
   std::string base = BaseName(path);
   for (int i = 0; i < 10000; ++i) {
-    std::string dest = dir + "/" + base + (i ? "." + std::to_string(i) : "");
+    std::string dest = dir + "/" + base;
+    if (i) dest += '.' + std::to_string(i);  // see open_in_vm.cc FreeName (GCC 12 -Wrestrict)
     if (::renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, dest.c_str(), RENAME_NOREPLACE) == 0) {
       ODYSSEY_TRY(FsyncDir(dir));
       return dest;

@@ -28,12 +28,19 @@ std::vector<std::string> ExecRunner::DefaultCommand() {
 }
 
 Result<int> SpawnAndWait(const std::vector<std::string>& argv, int stdin_fd, int stdout_fd,
-                         int stderr_fd) {
+                         int stderr_fd, const std::vector<std::string>* env) {
   if (argv.empty()) return Error{"empty command", EINVAL};
   std::vector<std::string> args = argv;
   std::vector<char*> cargv;
   for (auto& a : args) cargv.push_back(a.data());
   cargv.push_back(nullptr);
+  std::vector<std::string> env_copy;
+  std::vector<char*> cenv;
+  if (env) {
+    env_copy = *env;
+    for (auto& e : env_copy) cenv.push_back(e.data());
+    cenv.push_back(nullptr);
+  }
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   if (stdin_fd >= 0) posix_spawn_file_actions_adddup2(&fa, stdin_fd, 0);
@@ -49,7 +56,8 @@ Result<int> SpawnAndWait(const std::vector<std::string>& argv, int stdin_fd, int
   posix_spawnattr_setsigdefault(&attr, &defaults);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   pid_t pid;
-  int err = ::posix_spawnp(&pid, args[0].c_str(), &fa, &attr, cargv.data(), environ);
+  int err = ::posix_spawnp(&pid, args[0].c_str(), &fa, &attr, cargv.data(),
+                           env ? cenv.data() : environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (err != 0) return Error::Errno(err, "posix_spawnp", args[0]);

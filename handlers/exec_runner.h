@@ -27,9 +27,10 @@ class ExecRunner : public DisposableRunner {
 
 // Splits on spaces (no quoting: the runner command is configuration, not user data).
 std::vector<std::string> SplitCommand(const std::string& text);
-// Runs argv (argv[0] looked up in PATH) with the given stdio fds (-1: inherit); returns
-// its exit code, or 128+signal.
+// Runs argv (argv[0] looked up in PATH when it has no '/') with the given stdio fds (-1:
+// inherit) and environment (nullptr: this process's); SIGPIPE default, no signal blocked.
+// Returns its exit code, or 128+signal.
 Result<int> SpawnAndWait(const std::vector<std::string>& argv, int stdin_fd, int stdout_fd,
-                         int stderr_fd);
+                         int stderr_fd, const std::vector<std::string>* env = nullptr);
 
 }  // namespace odyssey::handlers

@@ -18,11 +18,17 @@ constexpr const char* kThunarBegin = "<!-- odyssey-begin";
 constexpr const char* kThunarEnd = "<!-- odyssey-end -->\n";
 constexpr const char* kDefaultsSection = "[Default Applications]";
 
-std::string Fill(std::string text, const std::string& program) {
-  const std::string key = "@ODYSSEY_OPEN@";
-  for (size_t p = text.find(key); p != std::string::npos; p = text.find(key, p + program.size()))
-    text.replace(p, key.size(), program);
+
+std::string ReplaceAll(std::string text, const std::string& key, const std::string& value) {
+  for (size_t p = text.find(key); p != std::string::npos; p = text.find(key, p + value.size()))
+    text.replace(p, key.size(), value);
   return text;
+}
+
+// The Nautilus script template with one action's title and odyssey-open option.
+std::string NautilusScript(const std::string& tmpl, const std::string& title,
+                           const std::string& action) {
+  return ReplaceAll(ReplaceAll(tmpl, "@TITLE@", title), "@ACTION@", action);
 }
 
 bool FileExists(const std::string& path) {
@@ -150,8 +156,10 @@ Result<Report> InstallUserIntegration(const IntegrateOptions& o) {
   };
   const std::vector<Item> items = {
       {o.data_home + "/applications/" + kDesktopId, t.desktop, 0644},
-      {o.data_home + "/nautilus/scripts/Open in Disposable VM", t.nautilus_open, 0755},
-      {o.data_home + "/nautilus/scripts/Convert to Trusted PDF or PNG", t.nautilus_convert, 0755},
+      {o.data_home + "/nautilus/scripts/Open in Disposable VM",
+       NautilusScript(t.nautilus, "Open in Disposable VM", "--dispvm"), 0755},
+      {o.data_home + "/nautilus/scripts/Convert to Trusted PDF or PNG",
+       NautilusScript(t.nautilus, "Convert to Trusted PDF/PNG", "--convert"), 0755},
       {o.data_home + "/kio/servicemenus/odyssey-open.desktop", t.dolphin, 0755},  // KF6
       {o.data_home + "/kservices5/ServiceMenus/odyssey-open.desktop", t.dolphin, 0644},  // KF5
   };
@@ -161,7 +169,7 @@ Result<Report> InstallUserIntegration(const IntegrateOptions& o) {
       if (old.ok() && old->find(kMarker) == std::string::npos)
         return Error{item.path + " exists and was not written by odyssey; not replacing it", EEXIST};
     }
-    ODYSSEY_TRY(WriteWithParents(item.path, Fill(item.content, o.open_program), item.mode));
+    ODYSSEY_TRY(WriteWithParents(item.path, ReplaceAll(item.content, "@ODYSSEY_OPEN@", o.open_program), item.mode));
     report.push_back("installed " + item.path);
   }
 
@@ -172,7 +180,7 @@ Result<Report> InstallUserIntegration(const IntegrateOptions& o) {
     if (!text.ok()) return text.error();
     existing = text.value();
   }
-  auto thunar = ThunarWithBlock(existing, Fill(t.thunar, o.open_program));
+  auto thunar = ThunarWithBlock(existing, ReplaceAll(t.thunar, "@ODYSSEY_OPEN@", o.open_program));
   if (!thunar.ok()) return thunar.error().Wrap(uca);
   ODYSSEY_TRY(WriteWithParents(uca, thunar.value(), 0644));
   report.push_back("added Thunar custom actions to " + uca);

@@ -15,8 +15,7 @@ namespace odyssey::handlers {
 // The file templates from handlers/desktop/, with @ODYSSEY_OPEN@ for the program path.
 struct DesktopTemplates {
   std::string desktop;
-  std::string nautilus_open;
-  std::string nautilus_convert;
+  std::string nautilus;  // one script for every action: @TITLE@ and @ACTION@ filled in
   std::string dolphin;
   std::string thunar;
 };

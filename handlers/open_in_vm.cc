@@ -36,7 +36,8 @@ Status SyncDir(const std::string& dir) {
 // A name beside path that does not exist yet: path+suffix, path+suffix.1, ...
 std::string FreeName(const std::string& path, const std::string& suffix) {
   for (int i = 0;; ++i) {
-    std::string p = path + suffix + (i ? "." + std::to_string(i) : "");
+    std::string p = path + suffix;
+    if (i) p += '.' + std::to_string(i);  // not "." + to_string: GCC 12 -Wrestrict false positive
     struct stat st;
     if (::lstat(p.c_str(), &st) != 0) return p;
   }

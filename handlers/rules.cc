@@ -31,9 +31,14 @@ bool AllOf(const std::string& s, const char* extra) {
   return true;
 }
 
-// Domain and template names: what Qubes accepts, a letter first, at most 31 characters.
+// Domain and template names: the engine's rule (engine/policy_gate.h IsValidEngineDomainName),
+// so a rule the engine would refuse at call time is refused here, at parse time: a lower-case
+// letter first, then [a-z0-9_-], at most 31 characters.
 bool ValidDomainName(const std::string& s) {
-  return s.size() <= 31 && AllOf(s, "_.-") && std::isalpha(static_cast<unsigned char>(s[0]));
+  if (s.empty() || s.size() > 31 || s[0] < 'a' || s[0] > 'z') return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) return false;
+  return true;
 }
 
 bool ValidMimePattern(const std::string& p) {

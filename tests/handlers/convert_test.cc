@@ -22,8 +22,6 @@ using testing::ReadText;
 using testing::TempDir;
 using testing::WriteText;
 
-std::string Services() { return testing::SourceDir() + "/handlers/services"; }
-
 class ConvertTest : public ::testing::Test {
  protected:
   ConvertOptions Options(ConvertOptions::Kind kind = ConvertOptions::Kind::kPdf) {
@@ -58,7 +56,7 @@ class ConvertTest : public ::testing::Test {
 TEST_F(ConvertTest, RealPdfBecomesPixelOnlyTrustedPdf) {
   testing::WritePdf(work_ / "report.pdf", 3, 300, 200);
   std::string original = ReadText(work_ / "report.pdf");
-  LocalRunner runner({Services()});
+  LocalRunner runner({testing::ServicesDir()});
   ConvertOptions o = Options();
   std::vector<uint32_t> seen;
   o.on_page = [&](uint32_t index, uint32_t total, const Page& page) {
@@ -91,7 +89,7 @@ TEST_F(ConvertTest, RealPdfBecomesPixelOnlyTrustedPdf) {
 
 TEST_F(ConvertTest, PngBecomesTrustedPngWithTheSamePixels) {
   testing::WritePng(work_ / "photo.png", 40, 30);
-  LocalRunner runner({Services()});
+  LocalRunner runner({testing::ServicesDir()});
   auto r = ConvertFile(runner, work_ / "photo.png", Options(ConvertOptions::Kind::kImage));
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->output_path, work_ / "photo.trusted.png");
@@ -112,7 +110,7 @@ TEST_F(ConvertTest, PngBecomesTrustedPngWithTheSamePixels) {
 }
 
 TEST_F(ConvertTest, QuarantineNeverReplacesAnEarlierOriginal) {
-  LocalRunner runner({Services()});
+  LocalRunner runner({testing::ServicesDir()});
   for (int i = 0; i < 2; ++i) {
     testing::WritePng(work_ / "x.png", 4 + i, 4);
     auto r = ConvertFile(runner, work_ / "x.png", Options(ConvertOptions::Kind::kImage));
@@ -125,7 +123,7 @@ TEST_F(ConvertTest, QuarantineNeverReplacesAnEarlierOriginal) {
 TEST_F(ConvertTest, ExistingOutputIsNeverReplaced) {
   testing::WritePdf(work_ / "doc.pdf", 1);
   WriteText(work_ / "doc.trusted.pdf", "mine");
-  LocalRunner runner({Services()});
+  LocalRunner runner({testing::ServicesDir()});
   auto r = ConvertFile(runner, work_ / "doc.pdf", Options());
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("already exists"), std::string::npos);
@@ -135,7 +133,7 @@ TEST_F(ConvertTest, ExistingOutputIsNeverReplaced) {
 TEST_F(ConvertTest, MalformedPdfFailsCleanly) {
   WriteText(work_ / "doc.pdf", "%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R >>\ngarbage\n%%EOF\n");
   std::string content = ReadText(work_ / "doc.pdf");
-  LocalRunner runner({Services()});
+  LocalRunner runner({testing::ServicesDir()});
   auto r = ConvertFile(runner, work_ / "doc.pdf", Options());
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("odyssey.RenderPDF failed with exit code 1"), std::string::npos)
@@ -147,7 +145,7 @@ TEST_F(ConvertTest, HugePageIsRefusedByTheDimensionCap) {
   // A tiny file that asks for a huge raster: 2000 pt at 100 dpi is 2778 pixels a side.
   testing::WritePdf(work_ / "doc.pdf", 1, 2000, 2000);
   std::string content = ReadText(work_ / "doc.pdf");
-  LocalRunner runner({Services()});
+  LocalRunner runner({testing::ServicesDir()});
   ConvertOptions o = Options();
   o.limits.max_dim = 2000;
   auto r = ConvertFile(runner, work_ / "doc.pdf", o);
@@ -250,7 +248,7 @@ TEST(ConvertBinary, ConvertsThroughTheRunnerCommandWithProgress) {
   TempDir d, home;
   testing::WritePdf(d / "s.pdf", 2);
   std::string runner = testing::BinaryDir() + "/tests/handlers/handlers-local-runner --services " +
-                       Services();
+                       testing::ServicesDir();
   std::string out;
   int rc = testing::RunShell("HOME=" + home.path() + " XDG_DATA_HOME= " + testing::BinaryDir() +
                                  "/handlers/odyssey-convert --runner '" + runner + "' " + d / "s.pdf",

@@ -1,11 +1,10 @@
 #include "tests/handlers/local_runner.h"
 
-#include <spawn.h>
-#include <sys/wait.h>
+#include "handlers/exec_runner.h"
+
 #include <unistd.h>
 
 #include <cerrno>
-#include <csignal>
 #include <cstring>
 
 extern char** environ;
@@ -45,39 +44,9 @@ Result<int> LocalRunner::Run(const ServiceCall& call) {
   env_strings.push_back("QREXEC_SERVICE_FULL_NAME=" + call.service + "+" + call.argument);
   env_strings.push_back("QREXEC_SERVICE_ARGUMENT=" + call.argument);
   for (const auto& e : extra_env_) env_strings.push_back(e);
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::string arg = call.argument;
-  std::vector<char*> argv = {program.data()};
-  if (!arg.empty()) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, call.stdin_fd, 0);
-  posix_spawn_file_actions_adddup2(&fa, call.stdout_fd, 1);
-  if (call.stderr_fd >= 0) posix_spawn_file_actions_adddup2(&fa, call.stderr_fd, 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGPIPE);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t pid;
-  int err = ::posix_spawn(&pid, program.c_str(), &fa, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (err != 0) return Error::Errno(err, "posix_spawn", program);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return Error::Errno("waitpid", program);
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + WTERMSIG(status);
+  std::vector<std::string> argv = {program};
+  if (!call.argument.empty()) argv.push_back(call.argument);
+  return SpawnAndWait(argv, call.stdin_fd, call.stdout_fd, call.stderr_fd, &env_strings);
 }
 
 }  // namespace odyssey::handlers::testing

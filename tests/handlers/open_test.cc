@@ -20,8 +20,6 @@ using testing::ReadText;
 using testing::TempDir;
 using testing::WriteText;
 
-std::string Services() { return testing::SourceDir() + "/handlers/services"; }
-
 class OpenTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -31,7 +29,7 @@ class OpenTest : public ::testing::Test {
     WriteText(work_ / "notes.txt", "original\n", 0640);
   }
   LocalRunner Runner(const std::string& viewer) {
-    return LocalRunner({Services()}, {"ODYSSEY_VIEWER=" + tools_ / viewer, "DISPLAY=", "HOME=" + home_.path()});
+    return LocalRunner({testing::ServicesDir()}, {"ODYSSEY_VIEWER=" + tools_ / viewer, "DISPLAY=", "HOME=" + home_.path()});
   }
   // A service dir whose qubes.OpenInVM is the given shell body.
   LocalRunner Fake(const std::string& body) {
@@ -145,7 +143,7 @@ TEST_F(OpenTest, OversizedReturnIsCutOff) {
 
 TEST_F(OpenTest, HeadlessViewerReportsWhatItSaw) {
   testing::WritePdf(work_ / "paper.pdf", 2);
-  LocalRunner runner({Services()}, {"ODYSSEY_VIEWER=", "DISPLAY=", "HOME=" + home_.path()});
+  LocalRunner runner({testing::ServicesDir()}, {"ODYSSEY_VIEWER=", "DISPLAY=", "HOME=" + home_.path()});
   int err = ::open((work_ / "stderr.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   ASSERT_GE(err, 0);
   OpenOptions o;
@@ -163,7 +161,7 @@ TEST_F(OpenTest, HeadlessViewerReportsWhatItSaw) {
 
 TEST_F(OpenTest, OpenUrlRecordsAndRefuses) {
   std::string log = home_ / "urls.log";
-  LocalRunner runner({Services()}, {"ODYSSEY_OPENURL_LOG=" + log, "DISPLAY="});
+  LocalRunner runner({testing::ServicesDir()}, {"ODYSSEY_OPENURL_LOG=" + log, "DISPLAY="});
   auto r = OpenUrlInDomain(runner, "https://example.org/a?b=c", Target::Disposable("web-dvm"));
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r.value(), 0);
@@ -175,7 +173,7 @@ TEST_F(OpenTest, OpenUrlRecordsAndRefuses) {
   EXPECT_EQ(runner.calls().size(), 1u);
   // And refused by the service itself when a caller sends something else.
   std::string out;
-  EXPECT_EQ(testing::RunShell("printf 'file:///etc/passwd\\n' | " + Services() + "/qubes.OpenURL", &out, true), 1);
+  EXPECT_EQ(testing::RunShell("printf 'file:///etc/passwd\\n' | " + testing::ServicesDir() + "/qubes.OpenURL", &out, true), 1);
   EXPECT_NE(out.find("Invalid URL"), std::string::npos);
 }
 

@@ -119,6 +119,12 @@ TEST(Rules, SyntaxErrorsNameFileLineAndToken) {
   EXPECT_NE(ParseError("mime a/b vm:").find("'vm:'"), std::string::npos);
   EXPECT_NE(ParseError("mime a/b vm:bad/name").find("'vm:bad/name'"), std::string::npos);
   EXPECT_NE(ParseError("mime a/b dispvm:-x").find("'-x'"), std::string::npos);
+  // The engine's name rule, checked when the rule is read: no upper case, no '.', <= 31.
+  EXPECT_NE(ParseError("mime a/b dispvm:Fedora").find("'Fedora'"), std::string::npos);
+  EXPECT_NE(ParseError("mime a/b vm:work.1").find("'vm:work.1'"), std::string::npos);
+  EXPECT_NE(ParseError("mime a/b vm:" + std::string(32, 'a')).find("invalid domain name"),
+            std::string::npos);
+  EXPECT_TRUE(RuleSet::Parse("mime a/b vm:" + std::string(31, 'a') + "\n", "ok.rules").ok());
   EXPECT_NE(ParseError("mime a/b convert:doc").find("'convert:doc'"), std::string::npos);
   EXPECT_NE(ParseError("mime a/b deny view-only").find("'deny'"), std::string::npos);
   EXPECT_NE(ParseError("mime a/b dispvm loud").find("'loud'"), std::string::npos);

@@ -123,6 +123,7 @@ int RunShell(const std::string& command, std::string* out, bool merge_stderr) {
 }
 
 std::string SourceDir() { return ODYSSEY_SOURCE_DIR; }
+std::string ServicesDir() { return SourceDir() + "/handlers/services"; }
 std::string BinaryDir() { return ODYSSEY_BINARY_DIR; }
 
 }  // namespace odyssey::handlers::testing

@@ -35,6 +35,7 @@ int RunShell(const std::string& command, std::string* out = nullptr, bool merge_
 
 // Where the build put things (set from CMake through compile definitions).
 std::string SourceDir();      // the repository root
+std::string ServicesDir();    // handlers/services in the repository: the qrexec services
 std::string BinaryDir();      // the build tree root
 
 }  // namespace odyssey::handlers::testing

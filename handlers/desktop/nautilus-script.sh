@@ -1,5 +1,6 @@
 #!/bin/sh
-# Nautilus script "Convert to Trusted PDF/PNG" (installed by odyssey-integrate --user).
+# Nautilus script "@TITLE@" (installed by odyssey-integrate --user into
+# ~/.local/share/nautilus/scripts/; one template serves every Odyssey action).
 # X-Odyssey=true
 # In a local folder Nautilus passes the selected names as arguments (relative to the folder,
 # its working directory); elsewhere none, and only NAUTILUS_SCRIPT_SELECTED_FILE_PATHS (full
@@ -14,4 +15,4 @@ if [ "$#" -eq 0 ]; then
   # shellcheck disable=SC2086 # one argument per line, no globbing
   set -- $sel
 fi
-exec @ODYSSEY_OPEN@ --convert -- "$@"
+exec @ODYSSEY_OPEN@ @ACTION@ -- "$@"
