@@ -210,8 +210,7 @@ Result<std::string> Cgroup::FreezerState() const {
 }
 
 Status Cgroup::Freeze(std::chrono::milliseconds timeout) const {
-  const std::string state = Dir(tree_.freezer()) + "/freezer.state";
-  ODYSSEY_TRY(WriteFile(state, "FROZEN"));
+  ODYSSEY_TRY(RequestFreeze());
   auto deadline = Clock::now() + timeout;
   for (int spin = 0;; ++spin) {
     auto s = FreezerState();
@@ -220,6 +219,10 @@ Status Cgroup::Freeze(std::chrono::milliseconds timeout) const {
     if (Clock::now() > deadline) return Error{"freezing cgroup " + leaf_ + ": still " + *s, ETIMEDOUT};
     if (spin > 10) std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
+}
+
+Status Cgroup::RequestFreeze() const {
+  return WriteFile(Dir(tree_.freezer()) + "/freezer.state", "FROZEN");
 }
 
 Status Cgroup::Thaw() const { return WriteFile(Dir(tree_.freezer()) + "/freezer.state", "THAWED"); }

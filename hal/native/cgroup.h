@@ -58,6 +58,9 @@ class Cgroup {
   Status AddPid(pid_t pid) const;
   // Freezes every task and waits until the freezer reports FROZEN.
   Status Freeze(std::chrono::milliseconds timeout = std::chrono::seconds(10)) const;
+  // Starts freezing and returns: the state is FREEZING until every task has stopped (each
+  // stops at its next return towards user space, so none runs user code after that).
+  Status RequestFreeze() const;
   Status Thaw() const;
   // "FROZEN", "FREEZING", "THAWED", or an error if the group is gone.
   Result<std::string> FreezerState() const;

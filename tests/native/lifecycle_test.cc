@@ -170,7 +170,7 @@ TEST_F(LifecycleTest, LeftoversOfAKilledOwnerAreFoundAndCleaned) {
     cgroups += l.kind == "cgroup";
     domains += l.kind == "domain";
   }
-  EXPECT_EQ(cgroups, 3);  // two domains and the zygote
+  EXPECT_EQ(cgroups, 4);  // two domains, the zygote and the owner's freezer pin
   EXPECT_EQ(domains, 2);
   for (auto& l : *left) EXPECT_TRUE(hv_->DestroyLeftover(l).ok()) << l.kind << " " << l.id;
   EXPECT_EQ(Count(), before) << Count().Describe();
