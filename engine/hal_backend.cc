@@ -229,10 +229,7 @@ class HalBackend : public Backend {
   int CountLive() override { return live_.load(); }
 
   Result<TemplateFacts> CheckTemplate(const TemplateInfo& tmpl, bool rebuild) override {
-    Result<TemplateFacts> facts = [&] {
-      SerialLock lock(kind_->serial());
-      return kind_->Check(tmpl, rebuild);
-    }();
+    Result<TemplateFacts> facts = kind_->Check(tmpl, rebuild);  // takes serial() itself if need be
     // A template added again may have another root or image: make its snapshot afresh.
     if (facts.ok()) Forget(tmpl.name);
     return facts;

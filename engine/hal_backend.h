@@ -31,7 +31,7 @@ class HalKind {
   // The template's snapshot, opened from an earlier run or made now (a VM boots). Called
   // once per template until the template is checked again or a clone of it fails.
   virtual Result<hal::SnapshotPtr> Snapshot(hal::Hypervisor& hv, const TemplateInfo& tmpl) = 0;
-  // Backend::CheckTemplate for this kind.
+  // Backend::CheckTemplate for this kind; holds serial() only around what needs it.
   virtual Result<TemplateFacts> Check(const TemplateInfo& tmpl, bool rebuild) = 0;
   // Adjusts how a member's agent is reached (VMs: QEMU listens on the data ports).
   virtual void Tune(qrexec::AgentConnectionOptions* options) const { (void)options; }

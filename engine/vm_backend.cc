@@ -1,7 +1,6 @@
 #include "engine/vm_backend.h"
 
 #include <fcntl.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -13,6 +12,7 @@
 
 #include "base/io.h"
 #include "engine/hal_backend.h"
+#include "hal/libvirt/guest_identity.h"
 #include "hal/libvirt/libvirt_hypervisor.h"
 #include "qrexec/host/agent_connection.h"
 #include "snapshot/catalog.h"
@@ -71,8 +71,9 @@ class VmKind : public HalKind {
     if (t.root_dir.empty() || t.root_dir[0] != '/')
       return Error{"VM template " + t.name + " needs an absolute image directory, not '" +
                        t.root_dir + "'", EINVAL};
-    auto sum = VerifyGuestImage(t.root_dir);
+    auto sum = VerifyGuestImage(t.root_dir);  // hashing needs no lock
     if (!sum.ok()) return sum.error().Wrap("VM template " + t.name);
+    std::lock_guard serial(serial_);  // the accelerator probe may boot the template
     auto hv = Libvirt(false);
     if (!hv.ok()) return hv.error();
     const std::string snap_dir = (*hv)->options().snapshot_dir;
@@ -97,26 +98,41 @@ class VmKind : public HalKind {
     o->connect_data_ports = true;  // QEMU listens on every virtio-serial port's socket
   }
 
-  // Every clone resumes with the template's hostname and kernel RNG state: it is named after
-  // the member and 64 bytes of host randomness are mixed into its entropy pool.
+  // Every clone resumes with the template's hostname and kernel RNG state: the guest image's
+  // odyssey-identity tool (hal/libvirt/guest_identity.h) credits 64 bytes of host randomness
+  // to the kernel, forces its CRNG to reseed and names the guest after the member. Runs while
+  // the member is prepared (before it is paused and pooled), so no call ever runs on a clone
+  // whose RNG matches its siblings', and the hit does not pay for it; being the clone's first
+  // call it also warms the restored QEMU (TCG's translation cache, the agent's fork/exec path).
   Status Personalize(qrexec::AgentConnection& conn, const std::string& member) override {
-    unsigned char seed[64];
-    if (::getrandom(seed, sizeof seed, 0) != static_cast<ssize_t>(sizeof seed))
-      return Error::Errno("getrandom", member);
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return Error::Errno("pipe2", member);
-    UniqueFd in(p[0]), out(p[1]);
-    if (::write(out.get(), seed, sizeof seed) != static_cast<ssize_t>(sizeof seed))
-      return Error::Errno("write", "seed pipe of " + member);
-    out.reset();
+    auto refresh = hal::libvirt::MakeIdentityRefresh(member);
+    if (!refresh.ok()) return refresh.error().Wrap("giving " + member + " its identity");
+    int in[2], err[2];
+    if (::pipe2(in, O_CLOEXEC) != 0) return Error::Errno("pipe2", member);
+    UniqueFd in_r(in[0]), in_w(in[1]);
+    // The seed fits in the pipe: the tool's whole stdin, written before the call.
+    if (Status s = WriteAll(in_w.get(), refresh->seed.data(), refresh->seed.size()); !s.ok())
+      return s.error().Wrap("seed of " + member);
+    in_w.reset();
+    // The tool's stderr, for the error message; never blocks the call (a flood fails it).
+    if (::pipe2(err, O_CLOEXEC | O_NONBLOCK) != 0) return Error::Errno("pipe2", member);
+    UniqueFd err_r(err[0]), err_w(err[1]);
     qrexec::CallRequest req;
-    req.cmdline = "root:hostname " + ShellQuote({member}) + " && cat >/dev/urandom";
-    req.stdin_fd = in.get();
+    req.cmdline = "root:" + refresh->command;
+    req.stdin_fd = in_r.get();
+    req.stderr_fd = err_w.get();
     auto code = conn.Call(req);
+    err_w.reset();
     if (!code.ok()) return code.error().Wrap("giving " + member + " its identity");
-    if (*code != 0)
-      return Error{"giving " + member + " its identity: the guest's hostname/urandom command exited with " +
-                       std::to_string(*code), EIO};
+    if (*code != 0) {
+      char buf[512];
+      ssize_t n = ::read(err_r.get(), buf, sizeof buf);
+      std::string why(buf, n > 0 ? static_cast<size_t>(n) : 0);
+      while (!why.empty() && why.back() == '\n') why.pop_back();
+      return Error{"giving " + member + " its identity: " + hal::libvirt::kGuestIdentityTool +
+                       " exited with " + std::to_string(*code) + (why.empty() ? "" : ": " + why),
+                   EIO};
+    }
     return OkStatus();
   }
 
