@@ -160,6 +160,7 @@ void PoolManager::RefillLocked(Pool& pool) {
 Result<MemberPtr> PoolManager::Take(const std::string& template_name, bool* hit) {
   TemplateInfo tmpl;
   Backend* b = nullptr;
+  bool waited = false;  // for a member whose preparation was in flight
   {
     std::unique_lock lock(mu_);
     // At max_domains while earlier disposables are still being destroyed (a VM's teardown
@@ -178,11 +179,22 @@ Result<MemberPtr> PoolManager::Take(const std::string& template_name, bool* hit)
       if (!p.ready.empty()) {
         MemberPtr m = std::move(p.ready.front());
         p.ready.pop_front();
-        p.hits++;
+        if (waited) p.misses++;
+        else p.hits++;
         in_use_++;
         if (p.ready.empty()) RefillLocked(p);  // else when the member is retired
-        *hit = true;
+        *hit = !waited;
         return m;
+      }
+      // Its refill is in flight (a VM restore takes seconds; preparing another one would
+      // take as long and queue behind it): wait for that member rather than prepare our own,
+      // one waiter per member in flight. Counted as a miss (nothing was ready).
+      if (p.preparing > p.waiters && !shutdown_) {
+        p.waiters++;
+        waited = true;
+        idle_cv_.wait(lock);
+        if (auto w = pools_.find(template_name); w != pools_.end()) w->second.waiters--;
+        continue;
       }
       if (TotalLocked() < max_members_) {
         p.misses++;

@@ -50,7 +50,8 @@ class PoolManager {
   void Remove(const std::string& template_name);
   bool Has(const std::string& template_name);
   Status SetTarget(const std::string& template_name, uint32_t target);
-  // A ready member (hit) or a freshly prepared one (miss). Schedules a refill at once on a
+  // A ready member (hit), else the member whose preparation is in flight (waited for, a
+  // miss), else a freshly prepared one (miss). Schedules a refill at once on a
   // miss or when the pool ran empty; otherwise when the member is retired (so preparing its
   // successor does not compete with the call for the CPU).
   Result<MemberPtr> Take(const std::string& template_name, bool* hit);
@@ -81,6 +82,7 @@ class PoolManager {
     uint32_t target = 0;
     std::deque<MemberPtr> ready;
     uint32_t preparing = 0;
+    uint32_t waiters = 0;  // Take()s waiting for a member in preparation
     uint64_t hits = 0, misses = 0, prepared = 0, failures = 0;
     uint32_t consecutive_failures = 0;
     bool removed = false;  // template removed: erase once nothing is in flight
