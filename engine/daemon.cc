@@ -22,6 +22,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <thread>
@@ -146,7 +147,11 @@ class DaemonImpl : public Daemon {
   json ListDomains();
   json PoolStatsJson(const std::string& only);
   json TemplatesJson();
-  Status AddTemplate(TemplateRecord t, bool rebuild = false);
+  // template_add: validated on the loop, the backend's checks on a thread, then AddTemplate.
+  json StartAddTemplate(const std::shared_ptr<Connection>& conn, const json& req,
+                        const TemplateRecord& t, bool rebuild, bool* async);
+  Status ValidateNewTemplate(const TemplateRecord& t);
+  Status AddTemplate(TemplateRecord t, const TemplateFacts& facts);
   uint32_t PoolTarget(const TemplateRecord& t) const {
     return t.pool_size < 0 ? config_.pool_size : static_cast<uint32_t>(t.pool_size);
   }
@@ -162,6 +167,7 @@ class DaemonImpl : public Daemon {
   std::unique_ptr<PoolManager> pools_;
   std::unique_ptr<PolicyGate> policy_;
   std::map<std::string, TemplateRecord> templates_;  // loop thread only
+  std::set<std::string> adding_;  // templates whose template_add is being checked (loop only)
   NamedDomains named_;
   std::list<std::weak_ptr<Connection>> conns_;
   bool stopping_ = false;
@@ -538,9 +544,7 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
   }
   if (op == "template_add") {
     TemplateRecord t{str("name"), str("kind", "native"), str("root_dir"), uint("pool_size", -1)};
-    auto s = AddTemplate(t, req.contains("rebuild") && req["rebuild"] == true);
-    if (!s.ok()) return ErrorReply(s.error().message);
-    return OkReply();
+    return StartAddTemplate(conn, req, t, req.contains("rebuild") && req["rebuild"] == true, async);
   }
   if (op == "template_rm") {
     std::string name = str("name");
@@ -601,7 +605,47 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
   return ErrorReply("unknown op '" + op + "' (see engine/admin_protocol.h)");
 }
 
-Status DaemonImpl::AddTemplate(TemplateRecord t, bool rebuild) {
+// The backend's checks of a template (vm: hashing the image, a KVM probe of up to 20 s) run
+// on a thread of their own; the loop only validates the request and, once they are done,
+// records the template and starts its pool. A name is added by one request at a time.
+json DaemonImpl::StartAddTemplate(const std::shared_ptr<Connection>& conn, const json& req,
+                                  const TemplateRecord& t, bool rebuild, bool* async) {
+  if (adding_.count(t.name)) return ErrorReply("template " + t.name + " is being added already");
+  if (auto s = ValidateNewTemplate(t); !s.ok()) return ErrorReply(s.error().message);
+  adding_.insert(t.name);
+  json id = req.contains("id") ? req["id"] : json();
+  {
+    std::lock_guard lock(calls_mu_);
+    running_threads_++;  // shutdown waits for the check
+  }
+  std::thread([this, conn, t, rebuild, id] {
+    auto facts = backend_->CheckTemplate({t.name, t.kind, t.root_dir}, rebuild);
+    asio::post(io_, [this, conn, t, facts = std::move(facts), id]() mutable {
+      adding_.erase(t.name);
+      Status s = facts.ok() ? AddTemplate(std::move(t), *facts) : Status(facts.error());
+      json r = s.ok() ? OkReply() : ErrorReply(s.error().message);
+      if (!id.is_null()) r["id"] = id;
+      conn->Send(r);
+    });
+    std::lock_guard lock(calls_mu_);
+    running_threads_--;
+    calls_cv_.notify_all();
+  }).detach();
+  *async = true;
+  return json();
+}
+
+Status DaemonImpl::AddTemplate(TemplateRecord t, const TemplateFacts& facts) {
+  ODYSSEY_TRY(ValidateNewTemplate(t));  // again: the loop served other requests meanwhile
+  t.accel = facts.accel;
+  t.image_sha256 = facts.image_sha256;
+  ODYSSEY_TRY(store_->PutTemplate(t));
+  templates_[t.name] = t;
+  pools_->Configure({t.name, t.kind, t.root_dir}, PoolTarget(t));
+  return OkStatus();
+}
+
+Status DaemonImpl::ValidateNewTemplate(const TemplateRecord& t) {
   if (!IsValidEngineDomainName(t.name))
     return Error{"invalid template name '" + t.name + "': template names are " +
                      kEngineDomainNameRule, EINVAL};
@@ -622,14 +666,6 @@ Status DaemonImpl::AddTemplate(TemplateRecord t, bool rebuild) {
   }
   if (t.pool_size > static_cast<int64_t>(config_.max_domains))
     return Error{"pool size exceeds max_domains", EINVAL};
-  // The backend's own checks (vm: the image's checksums, the accelerator probe).
-  auto facts = backend_->CheckTemplate({t.name, t.kind, t.root_dir}, rebuild);
-  if (!facts.ok()) return facts.error();
-  t.accel = facts->accel;
-  t.image_sha256 = facts->image_sha256;
-  ODYSSEY_TRY(store_->PutTemplate(t));
-  templates_[t.name] = t;
-  pools_->Configure({t.name, t.kind, t.root_dir}, PoolTarget(t));
   return OkStatus();
 }
 
