@@ -18,10 +18,10 @@
 #include <thread>
 
 #include "base/io.h"
-#include "engine/vm_backend.h"
 #include "snapshot/catalog.h"
 #include "snapshot/snapshot_file.h"
 #include "tests/engine/engine_test_util.h"
+#include "tests/vm/engine_vm_env.h"
 #include "tests/vm/vm_env.h"
 
 namespace odyssey::testing_vm {
@@ -33,7 +33,7 @@ using engine::testing::TestDaemon;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-constexpr char kTemplate[] = "odyssey-test";  // the shared image's and snapshot's name
+constexpr const char* kTemplate = kSharedVmTemplate;  // the shared image's and snapshot's name
 
 // Removes this process's own VM state (VmEnv) when the program ends.
 class VmCleanup : public ::testing::Environment {
@@ -94,30 +94,10 @@ class EngineVmTest : public ::testing::Test {
     daemon_.reset();
   }
 
-  // The daemon's VM catalog gets the shared snapshot (a symlink, or a private copy to be
-  // corrupted), its accelerator and image identity, and libvirt's shared QEMU capability
-  // cache, so nothing is booted or probed again.
+  // The daemon's VM catalog gets the shared snapshot (tests/vm/engine_vm_env.h).
   void SeedCatalog(bool private_copy = false) {
-    VmEnv& env = VmEnv::Get();
-    const std::string dir = daemon_->state() + "/vm/snapshots";
-    fs::create_directories(dir);
-    const std::string from = env.hv().options().snapshot_dir + "/" + kTemplate + ".libvirt-qemu.save";
-    const std::string to = dir + "/" + kTemplate + ".libvirt-qemu.save";
-    for (const auto& [f, t] : {std::pair{from, to}, std::pair{snapshot::HeaderPath(from), snapshot::HeaderPath(to)}}) {
-      if (private_copy) fs::copy_file(fs::canonical(f), t);
-      else fs::create_symlink(fs::canonical(f), t);
-    }
-    auto accel = ReadFileToString(env.hv().options().snapshot_dir + "/" + kTemplate + ".accel", 16);
-    if (accel.ok()) {
-      ASSERT_TRUE(WriteFileAtomic(dir + "/" + kTemplate + ".accel", *accel).ok());
-    }
-    auto image = engine::VerifyGuestImage(env.image_dir());
-    ASSERT_TRUE(image.ok()) << image.error().message;
-    ASSERT_TRUE(WriteFileAtomic(dir + "/" + kTemplate + ".image", *image).ok());
-    const fs::path caps = fs::path(env.image_dir()).parent_path().parent_path() / "libvirt-qemu-caps";
-    fs::create_directories(daemon_->state() + "/libvirt/cache");
-    std::error_code ec;
-    fs::create_directory_symlink(caps, daemon_->state() + "/libvirt/cache/qemu", ec);
+    Status s = SeedVmCatalog(VmEnv::Get(), daemon_->state(), private_copy);
+    ASSERT_TRUE(s.ok()) << s.error().message;
   }
 
   // The CLI against this daemon; image_cache: the guest image cache the builder uses.
