@@ -118,6 +118,20 @@ void PoolManager::RefillLocked(Pool& pool) {
     std::string name = NextName();
     Backend* b = pool.backend;
     tasks_.run([this, tmpl, name, b] {
+      {
+        // The member of a hit that emptied the pool is still in its call: start preparing
+        // its successor when the call ends (Retire), when another call waits for it, or
+        // after kRefillGrace, so the preparation (a VM restore) does not compete with the
+        // call for the CPU.
+        std::unique_lock lock(mu_);
+        for (;;) {
+          auto it = pools_.find(tmpl.name);
+          if (it == pools_.end() || shutdown_ || it->second.defer_for.empty() ||
+              std::chrono::steady_clock::now() >= it->second.refill_after)
+            break;
+          idle_cv_.wait_until(lock, it->second.refill_after);
+        }
+      }
       auto member = b->Prepare(tmpl, name);
       if (member.ok() && observer_) observer_(**member, "ready");
       MemberPtr doomed;
@@ -182,7 +196,11 @@ Result<MemberPtr> PoolManager::Take(const std::string& template_name, bool* hit)
         if (waited) p.misses++;
         else p.hits++;
         in_use_++;
-        if (p.ready.empty()) RefillLocked(p);  // else when the member is retired
+        if (p.ready.empty()) {  // else when the member is retired
+          p.defer_for = m->name();
+          p.refill_after = std::chrono::steady_clock::now() + kRefillGrace;
+          RefillLocked(p);
+        }
         *hit = !waited;
         return m;
       }
@@ -190,6 +208,10 @@ Result<MemberPtr> PoolManager::Take(const std::string& template_name, bool* hit)
       // take as long and queue behind it): wait for that member rather than prepare our own,
       // one waiter per member in flight. Counted as a miss (nothing was ready).
       if (p.preparing > p.waiters && !shutdown_) {
+        if (!p.defer_for.empty()) {  // needed now: no more deferring
+          p.defer_for.clear();
+          idle_cv_.notify_all();
+        }
         p.waiters++;
         waited = true;
         idle_cv_.wait(lock);
@@ -237,7 +259,13 @@ void PoolManager::Retire(MemberPtr member, std::function<void(double)> done) {
   inflight_++;
   retiring_++;
   auto it = pools_.find(m->template_name());
-  if (it != pools_.end()) RefillLocked(it->second);
+  if (it != pools_.end()) {
+    if (it->second.defer_for == m->name()) {  // its call is over: prepare the successor now
+      it->second.defer_for.clear();
+      idle_cv_.notify_all();
+    }
+    RefillLocked(it->second);
+  }
   tasks_.run([this, m, done = std::move(done)] {
     auto t0 = std::chrono::steady_clock::now();
     (void)m->Destroy();
@@ -322,6 +350,7 @@ void PoolManager::Shutdown() {
     std::lock_guard lock(mu_);
     shutdown_ = true;
   }
+  idle_cv_.notify_all();  // deferred refills give up
   tasks_.wait();
   std::map<std::string, Pool> pools;
   {

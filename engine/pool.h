@@ -51,9 +51,10 @@ class PoolManager {
   bool Has(const std::string& template_name);
   Status SetTarget(const std::string& template_name, uint32_t target);
   // A ready member (hit), else the member whose preparation is in flight (waited for, a
-  // miss), else a freshly prepared one (miss). Schedules a refill at once on a
-  // miss or when the pool ran empty; otherwise when the member is retired (so preparing its
-  // successor does not compete with the call for the CPU).
+  // miss), else a freshly prepared one (miss). Schedules a refill at once on a miss;
+  // otherwise when the member is retired (so preparing its successor does not compete with
+  // the call for the CPU), or, when the pool ran empty, also when another call waits for it
+  // or kRefillGrace after the take.
   Result<MemberPtr> Take(const std::string& template_name, bool* hit);
   // Ends a member that Take() handed out: refills its pool, destroys the member on the
   // pool's tasks (off the caller's thread; WaitIdle() waits for it; it stays counted against
@@ -83,6 +84,10 @@ class PoolManager {
     std::deque<MemberPtr> ready;
     uint32_t preparing = 0;
     uint32_t waiters = 0;  // Take()s waiting for a member in preparation
+    // A hit that emptied the pool: its member's name, and when its refill starts at the
+    // latest (it starts earlier when that member is retired or a call waits for it).
+    std::string defer_for;
+    std::chrono::steady_clock::time_point refill_after;
     uint64_t hits = 0, misses = 0, prepared = 0, failures = 0;
     uint32_t consecutive_failures = 0;
     bool removed = false;  // template removed: erase once nothing is in flight
@@ -95,6 +100,8 @@ class PoolManager {
   uint32_t TotalLocked() const;
   // How long Take() waits for a slot held by members still being destroyed.
   static constexpr std::chrono::seconds kSlotWait{60};
+  // How long a hit that emptied its pool holds back the refill while its call runs.
+  static constexpr std::chrono::seconds kRefillGrace{2};
 
   Backend* backend_;
   Backend* fallback_;
