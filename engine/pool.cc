@@ -119,7 +119,7 @@ void PoolManager::RefillLocked(Pool& pool) {
     Backend* b = pool.backend;
     tasks_.run([this, tmpl, name, b] {
       {
-        // The member of a hit that emptied the pool is still in its call: start preparing
+        // VMs: the member of a hit that emptied the pool is still in its call: start preparing
         // its successor when the call ends (Retire), when another call waits for it, or
         // after kRefillGrace, so the preparation (a VM restore) does not compete with the
         // call for the CPU.
@@ -197,17 +197,18 @@ Result<MemberPtr> PoolManager::Take(const std::string& template_name, bool* hit)
         else p.hits++;
         in_use_++;
         if (p.ready.empty()) {  // else when the member is retired
-          p.defer_for = m->name();
+          if (p.tmpl.kind == "vm") p.defer_for = m->name();
           p.refill_after = std::chrono::steady_clock::now() + kRefillGrace;
           RefillLocked(p);
         }
         *hit = !waited;
         return m;
       }
-      // Its refill is in flight (a VM restore takes seconds; preparing another one would
+      // VMs: its refill is in flight (a restore takes seconds; preparing another one would
       // take as long and queue behind it): wait for that member rather than prepare our own,
-      // one waiter per member in flight. Counted as a miss (nothing was ready).
-      if (p.preparing > p.waiters && !shutdown_) {
+      // one waiter per member in flight. Counted as a miss (nothing was ready). Other kinds
+      // prepare their own at once (cheap, in parallel, not queued behind the pool's tasks).
+      if (p.tmpl.kind == "vm" && p.preparing > p.waiters && !shutdown_) {
         if (!p.defer_for.empty()) {  // needed now: no more deferring
           p.defer_for.clear();
           idle_cv_.notify_all();

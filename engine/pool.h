@@ -50,11 +50,12 @@ class PoolManager {
   void Remove(const std::string& template_name);
   bool Has(const std::string& template_name);
   Status SetTarget(const std::string& template_name, uint32_t target);
-  // A ready member (hit), else the member whose preparation is in flight (waited for, a
-  // miss), else a freshly prepared one (miss). Schedules a refill at once on a miss;
-  // otherwise when the member is retired (so preparing its successor does not compete with
-  // the call for the CPU), or, when the pool ran empty, also when another call waits for it
-  // or kRefillGrace after the take.
+  // A ready member (hit), else (VM templates) the member whose preparation is in flight
+  // (waited for, a miss), else a freshly prepared one (miss). Schedules a refill at once on a
+  // miss or (except VMs) when the pool ran empty; otherwise when the member is retired (so
+  // preparing its successor does not compete with the call for the CPU). A VM pool that ran
+  // empty starts its refill when the member is retired, a call waits for it, or
+  // kRefillGrace after the take, whichever comes first.
   Result<MemberPtr> Take(const std::string& template_name, bool* hit);
   // Ends a member that Take() handed out: refills its pool, destroys the member on the
   // pool's tasks (off the caller's thread; WaitIdle() waits for it; it stays counted against
