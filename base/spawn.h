@@ -19,7 +19,8 @@
 namespace odyssey {
 
 struct SpawnOptions {
-  std::vector<std::string> argv;  // argv[0] is the program's path (no PATH search)
+  std::vector<std::string> argv;  // argv[0] is the program's path unless `path` is set
+  std::string path;               // the file to exec (no PATH search); empty: argv[0]
   std::vector<std::string> env;   // the whole environment, "K=V"
   int stdin_fd = -1;              // an fd of ours dup'ed onto 0/1/2; -1: /dev/null
   int stdout_fd = -1;
@@ -67,10 +68,11 @@ inline Result<pid_t> SpawnProcess(const SpawnOptions& options) {
   posix_spawnattr_setflags(&attr, flags);
 
   pid_t pid = -1;
-  int err = posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  const char* file = options.path.empty() ? argv[0] : options.path.c_str();
+  int err = posix_spawn(&pid, file, &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  if (err != 0) return Error::Errno(err, "posix_spawn", options.argv[0]);
+  if (err != 0) return Error::Errno(err, "posix_spawn", file);
   return pid;
 }
 

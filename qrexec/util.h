@@ -107,16 +107,19 @@ Result<RunAs> LookUpUser(const std::string& user);
 
 struct SpawnSpec {
   std::vector<std::string> argv;
+  std::string path;              // the file to exec; empty: argv[0] (never a PATH search)
   std::vector<std::string> env;  // full environment, "K=V"
   int stdin_fd = -1;   // -1: /dev/null
   int stdout_fd = -1;
   int stderr_fd = -1;
   bool new_session = true;
-  // Set: fork, setgroups/setgid/setuid to these, chdir home, exec (posix_spawn cannot
-  // change credentials). Unset: posix_spawn as the caller.
+  // Set: clone(CLONE_VM|CLONE_VFORK), setgroups/setresgid/setresuid to these, chdir home,
+  // exec (posix_spawn cannot change credentials; fork would copy the page tables of a
+  // large multi-threaded agent). Unset: posix_spawn as the caller.
   const RunAs* run_as = nullptr;
 };
-// Starts spec.argv[0] with the given stdio; signal mask cleared and dispositions reset.
+// Starts spec.path (else spec.argv[0]) with the given stdio; signal mask cleared and
+// dispositions reset.
 // Returns the pid or an Error whose code is the errno (ENOENT, EACCES, EPERM, ...); with
 // run_as, a failed credential switch or exec is reported the same way.
 Result<pid_t> Spawn(const SpawnSpec& spec, ChildReaper* reaper);

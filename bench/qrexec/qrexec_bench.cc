@@ -7,23 +7,33 @@
 //   * BM_LocalSpawn          posix_spawn + wait of /bin/true (the baseline)
 //   * BM_AgentConnectionCall round trip of an empty service (/bin/true) via AgentConnection
 //   * BM_QrexecClientCall    the same through a qrexec-client process and the daemon
+//   * BM_AgentConnectionSocketService / BM_QrexecClientSocketService  the same calls to a
+//                            service that is a Unix socket (the agent connects to it: no
+//                            process is started for the service): protocol, daemon and
+//                            agent cost alone
+//   * BM_AgentConnectionCommand / BM_QrexecClientCommand  `DEFAULT:/bin/true` (a plain
+//                            command: exec'd directly by the agent, no /bin/sh)
 //   * BM_LocalSpawnClient    qrexec-client to a daemon that is not there (start-up, argument
 //                            parsing, a failed connect, exit: the client's own cost)
 //   * BM_CallThroughput      64 KiB writes through a call to `cat`, bytes/s (both directions)
 //   * BM_CallThroughputOneWay 64 KiB writes into a call whose service discards them, bytes/s
 //   * BM_RawVchanThroughput  64 KiB writes over a raw socket vchan pair, bytes/s (one way)
+// QREXEC_BENCH_BIN_DIR=DIR runs the agents, daemon and clients from DIR instead of the build
+// tree (A/B against another build's binaries in the same run).
 // Latency benchmarks report p50/p99 (microseconds) as counters. For figures close to an idle
 // machine on a loaded one, run it with `chrt -f 10` (every process it starts inherits that).
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <thread>
 #include <vector>
@@ -31,6 +41,7 @@
 #include "base/io.h"
 #include "qrexec/host/agent_connection.h"
 #include "qrexec/transport.h"
+#include "qrexec/util.h"
 
 extern char** environ;
 
@@ -69,6 +80,28 @@ int WaitPid(pid_t pid) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
+std::string BinDir() {
+  const char* dir = std::getenv("QREXEC_BENCH_BIN_DIR");
+  return dir && *dir ? dir : QREXEC_BIN_DIR;
+}
+
+// A socket service (bench.Socket): reads the service descriptor up to its NUL, then closes
+// the connection (an empty reply: the call ends with exit code 0).
+void ServeSocketService(int listen_fd) {
+  for (;;) {
+    int c = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return;
+    }
+    char buf[512];
+    ssize_t n;
+    while ((n = ::read(c, buf, sizeof buf)) > 0 && std::memchr(buf, '\0', static_cast<size_t>(n)) == nullptr) {
+    }
+    ::close(c);
+  }
+}
+
 struct World {
   std::string root, vchan, sockets, rpc;
   pid_t agent = -1, daemon_agent = -1, daemon = -1;
@@ -90,7 +123,15 @@ struct World {
       (void)WriteAll(fd, script.data(), script.size());
       ::close(fd);
     }
-    std::string bin = QREXEC_BIN_DIR;
+    {
+      auto l = ListenUnix(rpc + "/bench.Socket", 0666);
+      if (!l.ok()) {
+        std::fprintf(stderr, "bench: %s\n", l.error().message.c_str());
+        std::abort();
+      }
+      std::thread(ServeSocketService, l->release()).detach();
+    }
+    std::string bin = BinDir();
     // One agent per host-side peer: an agent serves exactly one control connection.
     agent = SpawnWithEnv({bin + "/qrexec-agent", "--agent-socket=", "--rpc-dir="},
                          {"VCHAN_SOCKET_DIR=" + vchan, "VCHAN_DOMAIN=" + std::to_string(kDom),
@@ -174,11 +215,11 @@ void BM_LocalSpawn(benchmark::State& state) {
 }
 BENCHMARK(BM_LocalSpawn)->UseRealTime();
 
-void BM_AgentConnectionCall(benchmark::State& state) {
+void AgentConnectionCall(benchmark::State& state, const std::string& cmdline) {
   auto& w = W();
   std::vector<double> us;
   CallRequest req;
-  req.cmdline = "DEFAULT:QUBESRPC bench.Empty+ dom0";
+  req.cmdline = cmdline;
   for (auto _ : state) {
     auto t0 = Clock::now();
     auto r = w.conn->Call(req);
@@ -187,27 +228,39 @@ void BM_AgentConnectionCall(benchmark::State& state) {
   }
   ReportPercentiles(state, us);
 }
-BENCHMARK(BM_AgentConnectionCall)->UseRealTime();
-
-void BM_QrexecClientCall(benchmark::State& state) {
+void QrexecClientCall(benchmark::State& state, const std::string& cmdline) {
   auto& w = W();
   std::vector<double> us;
-  std::string bin = std::string(QREXEC_BIN_DIR) + "/qrexec-client";
+  std::string bin = BinDir() + "/qrexec-client";
   for (auto _ : state) {
     auto t0 = Clock::now();
-    int code = WaitPid(SpawnWithEnv({bin, "--socket-dir=" + w.sockets, "-d", "bench",
-                                     "DEFAULT:QUBESRPC bench.Empty+ dom0"},
+    int code = WaitPid(SpawnWithEnv({bin, "--socket-dir=" + w.sockets, "-d", "bench", cmdline},
                                     {"VCHAN_SOCKET_DIR=" + w.vchan, "VCHAN_DOMAIN=0"}));
     us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     if (code != 0) state.SkipWithError("qrexec-client failed");
   }
   ReportPercentiles(state, us);
 }
+
+constexpr const char* kEmptyService = "DEFAULT:QUBESRPC bench.Empty+ dom0";
+constexpr const char* kSocketService = "DEFAULT:QUBESRPC bench.Socket+ dom0";
+constexpr const char* kPlainCommand = "DEFAULT:/bin/true";
+void BM_AgentConnectionCall(benchmark::State& state) { AgentConnectionCall(state, kEmptyService); }
+BENCHMARK(BM_AgentConnectionCall)->UseRealTime();
+void BM_AgentConnectionSocketService(benchmark::State& state) { AgentConnectionCall(state, kSocketService); }
+BENCHMARK(BM_AgentConnectionSocketService)->UseRealTime();
+void BM_AgentConnectionCommand(benchmark::State& state) { AgentConnectionCall(state, kPlainCommand); }
+BENCHMARK(BM_AgentConnectionCommand)->UseRealTime();
+void BM_QrexecClientCall(benchmark::State& state) { QrexecClientCall(state, kEmptyService); }
 BENCHMARK(BM_QrexecClientCall)->UseRealTime();
+void BM_QrexecClientSocketService(benchmark::State& state) { QrexecClientCall(state, kSocketService); }
+BENCHMARK(BM_QrexecClientSocketService)->UseRealTime();
+void BM_QrexecClientCommand(benchmark::State& state) { QrexecClientCall(state, kPlainCommand); }
+BENCHMARK(BM_QrexecClientCommand)->UseRealTime();
 
 void BM_LocalSpawnClient(benchmark::State& state) {
   std::vector<double> us;
-  std::string bin = std::string(QREXEC_BIN_DIR) + "/qrexec-client";
+  std::string bin = BinDir() + "/qrexec-client";
   for (auto _ : state) {
     auto t0 = Clock::now();
     WaitPid(SpawnWithEnv({bin, "--socket-dir=/nonexistent", "-d", "bench", "DEFAULT:QUBESRPC bench.Empty+ dom0"},

@@ -20,6 +20,7 @@
 
 #include "base/io.h"
 #include "qrexec/agent/services.h"
+#include "qrexec/command.h"
 #include "qrexec/transport.h"
 #include "qrexec/util.h"
 
@@ -229,11 +230,14 @@ class Agent {
       }
       spec.argv = {found->path};
       if (!cmd->argument.empty()) spec.argv.push_back(cmd->argument);
-    } else {
-      spec.argv = {"/bin/sh", "-c", cmd->command};
     }
+    // A service file is exec'd as it is; a command as `/bin/sh -c COMMAND` would run it
+    // (directly when it has no shell syntax, see ../command.h).
+    auto start = [&](ChildReaper* reaper) {
+      return cmd->is_service ? Spawn(spec, reaper) : SpawnCommand(spec, cmd->command, reaper);
+    };
     if (type == MSG_JUST_EXEC) {
-      auto pid = Spawn(spec, nullptr);  // not watched: the reaper collects it
+      auto pid = start(nullptr);  // not watched: the reaper collects it
       if (!pid.ok())
         return SendErrorExit(s, ExitCodeForSpawnError(pid.error().code), "qrexec-agent: " + pid.error().message);
       std::string out = EncodeHeader(MSG_DATA_STDOUT, 0) + EncodeHeader(MSG_DATA_STDERR, 0);
@@ -254,7 +258,7 @@ class Agent {
     spec.stdin_fd = in_r.get();
     spec.stdout_fd = out_w.get();
     spec.stderr_fd = err_w.get();
-    auto pid = Spawn(spec, &reaper_);
+    auto pid = start(&reaper_);
     in_r.reset();
     out_w.reset();
     err_w.reset();

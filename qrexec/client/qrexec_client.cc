@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "qrexec/command.h"
 #include "qrexec/transport.h"
 #include "qrexec/util.h"
 
@@ -89,13 +90,12 @@ Result<int> RunLocalProgram(const std::string& program, int* to_remote, int* fro
   int a[2], b[2];
   if (::pipe2(a, O_CLOEXEC) != 0 || ::pipe2(b, O_CLOEXEC) != 0) return Error::Errno("pipe2", "local program");
   SpawnSpec spec;
-  spec.argv = {"/bin/sh", "-c", program};
   spec.env = EnvironmentWithout({});
   spec.stdin_fd = b[0];   // remote stdout -> program stdin
   spec.stdout_fd = a[1];  // program stdout -> remote stdin
   spec.stderr_fd = 2;
   spec.new_session = false;
-  auto p = Spawn(spec, nullptr);
+  auto p = SpawnCommand(spec, program, nullptr);  // as `/bin/sh -c program` runs it
   ::close(b[0]);
   ::close(a[1]);
   if (!p.ok()) return p.error();

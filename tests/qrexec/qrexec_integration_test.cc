@@ -16,6 +16,7 @@
 #include <mutex>
 #include <cstring>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "base/io.h"
@@ -144,6 +145,35 @@ TEST_F(QrexecTest, ExitCodesPropagate) {
                        "user:true"}, "", env_.DomainEnv(0));
   EXPECT_EQ(bad.exit_code, 125);
   EXPECT_NE(bad.err.find("nosuch"), std::string::npos) << bad.err;
+}
+
+// A plain USER:COMMAND (no shell syntax) is exec'd by the agent without /bin/sh: same
+// output, exit codes and errors as through the shell. The program's parent is the agent
+// itself (through sh -c, dash would vfork the program as its own child).
+TEST_F(QrexecTest, PlainCommandsRunWithoutShellSameResults) {
+  StartDomain();
+  auto echo = Client("user:/bin/echo a b=c 50%");
+  EXPECT_EQ(echo.exit_code, 0) << echo.err;
+  EXPECT_EQ(echo.out, "a b=c 50%\n");
+  auto parent = Client("user:cat /proc/self/stat");
+  auto agent_pid = Client("user:echo $PPID");  // through the shell: the shell's parent
+  ASSERT_EQ(parent.exit_code, 0) << parent.err;
+  std::istringstream fields(parent.out);
+  std::string pid, comm, state, ppid;
+  fields >> pid >> comm >> state >> ppid;
+  EXPECT_EQ(comm, "(cat)");
+  EXPECT_EQ(ppid + "\n", agent_pid.out);
+  auto pwd_direct = Client("user:printenv PWD");
+  auto pwd_shell = Client("user:printenv PWD;");
+  EXPECT_EQ(pwd_direct.out, pwd_shell.out);
+  EXPECT_FALSE(pwd_direct.out.empty());
+  auto missing = Client("user:qx-no-such-command-42 x");
+  EXPECT_EQ(missing.exit_code, 127);
+  EXPECT_EQ(missing.err, "/bin/sh: 1: qx-no-such-command-42: not found\n");
+  auto not_exec = Client("user:/etc/passwd");
+  EXPECT_EQ(not_exec.exit_code, 126);
+  EXPECT_EQ(not_exec.err, "/bin/sh: 1: /etc/passwd: Permission denied\n");
+  EXPECT_EQ(Client("user:ls -d /nonexistent/qx").exit_code, 2);
 }
 
 // qrexec-client parses its command line with getopt_long (start-up cost): the flags Qubes'
