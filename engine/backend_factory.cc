@@ -53,14 +53,6 @@ Result<BackendPtr> MakeNativeBackend(const Config& config);
 
 }  // namespace
 
-std::string ExecutableDir() {
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return ".";
-  buf[n] = '\0';
-  return std::filesystem::path(buf).parent_path().string();
-}
-
 std::string DefaultStubPath() {
   std::string next = ExecutableDir() + "/odyssey-sandbox-stub";
   if (::access(next.c_str(), X_OK) == 0) return next;

@@ -15,8 +15,6 @@
 namespace odyssey::engine {
 
 Result<BackendPtr> MakeBackend(const Config& config);
-// Directory of the running executable.
-std::string ExecutableDir();
 // Defaults for the fields Config::ApplyDefaults() leaves to the engine's install layout.
 std::string DefaultStubPath();
 std::string DefaultPolicyDir();

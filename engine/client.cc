@@ -11,7 +11,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "engine/backend_factory.h"
 #include "engine/config.h"
 
 extern char** environ;

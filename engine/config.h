@@ -40,6 +40,8 @@ struct Config {
 // $ODYSSEY_SOCKET, else /run/odyssey/odysseyd.sock for root, else
 // $XDG_RUNTIME_DIR/odyssey/odysseyd.sock (or /tmp/odyssey-UID/odysseyd.sock without one).
 std::string DefaultSocketPath();
+// Directory of the running executable.
+std::string ExecutableDir();
 // $ODYSSEY_STATE_DIR, else /var/lib/odyssey for root, else $XDG_STATE_HOME/odyssey or ~/.local/state/odyssey.
 std::string DefaultStateDir();
 // /etc/odyssey/odysseyd.conf for root, else ~/.config/odyssey/odysseyd.conf.

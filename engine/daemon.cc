@@ -19,13 +19,16 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <thread>
+#include <vector>
 
 #include "base/io.h"
 #include "engine/admin_protocol.h"
@@ -90,6 +93,101 @@ struct CallCtx {
 };
 using CallCtxPtr = std::shared_ptr<CallCtx>;
 
+// Threads that run calls (each blocks for a whole call), kept for the next one: waking a
+// parked thread is cheaper than creating one, above all on a busy machine, where a new
+// thread waits for the scheduler longer than a woken one.
+class CallThreads {
+ public:
+  ~CallThreads() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  void Run(std::function<void()> fn) {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(fn));
+    if (idle_ >= queue_.size()) {
+      cv_.notify_one();
+      return;
+    }
+    threads_.emplace_back([this] { Loop(); });
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      --idle_;
+      if (queue_.empty()) return;  // stop_
+      auto fn = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      fn();
+      lock.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  std::vector<std::thread> threads_;
+  size_t idle_ = 0;
+  bool stop_ = false;
+};
+
+// State-store writes that need not delay a call (decisions, call ends, domain states) run
+// in order on one thread; Flush() waits for them (before reads and at shutdown).
+class Bookkeeper {
+ public:
+  Bookkeeper() : thread_([this] { Loop(); }) {}
+  ~Bookkeeper() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void Post(std::function<void()> fn) {
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(std::move(fn));
+    }
+    cv_.notify_all();
+  }
+  void Flush() {
+    std::unique_lock lock(mu_);
+    done_cv_.wait(lock, [this] { return queue_.empty() && !busy_; });
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop_, everything written
+      auto fn = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+      lock.unlock();
+      fn();
+      lock.lock();
+      busy_ = false;
+      if (queue_.empty()) done_cv_.notify_all();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  std::deque<std::function<void()>> queue_;
+  bool busy_ = false;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the rest is set up
+};
+
 class DaemonImpl;
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -97,20 +195,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(DaemonImpl* d, asio::local::stream_protocol::socket sock, size_t max_line)
       : d_(d), sock_(std::move(sock)), reader_(max_line) {}
   void Start();
+  // Any thread. A reply goes out at once with a non-blocking send when nothing is queued
+  // (a call's thread answers without a hop through the loop); the rest is queued for the loop.
   void Send(const json& j);
-  void Close();
+  void Close();  // loop thread
   std::list<CallCtxPtr>& calls() { return calls_; }
   const struct ucred& cred() const { return cred_; }
 
  private:
   void ArmRead();
   void OnReadable();
-  void WriteNext();
+  void WriteNext();  // loop thread
 
   DaemonImpl* d_;
   asio::local::stream_protocol::socket sock_;
   LineReader reader_;
   struct ucred cred_ = {};
+  std::mutex out_mu_;  // outq_, writing_, closed_ and closing sock_
   std::deque<std::string> outq_;
   bool writing_ = false;
   bool closed_ = false;
@@ -162,6 +263,7 @@ class DaemonImpl : public Daemon {
   asio::signal_set signals_;
   UniqueFd lock_fd_;
   std::unique_ptr<StateStore> store_;
+  std::unique_ptr<Bookkeeper> books_;  // after store_: drained into it before it closes
   BackendPtr backend_;
   BackendPtr fallback_;  // the process backend behind a HAL one (see PoolManager)
   std::unique_ptr<PoolManager> pools_;
@@ -178,6 +280,7 @@ class DaemonImpl : public Daemon {
   int running_threads_ = 0;
   std::atomic<uint64_t> total_calls_{0};
   Clock::time_point started_ = Clock::now();
+  CallThreads workers_;  // last: its threads are joined first
 };
 
 // ---- Connection ----
@@ -190,7 +293,7 @@ void Connection::Start() {
     Send(ErrorReply("permission denied: " + who +
                     " may not use this odysseyd (only its owner and root; add the uid to "
                     "allowed_uids in odysseyd.conf)"));
-    closed_ = true;  // Send() above is already queued; close after it is written
+    Close();  // after the reply above is written
     return;
   }
   cred_ = *cred;
@@ -231,12 +334,23 @@ void Connection::OnReadable() {
 }
 
 void Connection::Send(const json& j) {
+  std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  std::lock_guard lock(out_mu_);
   if (closed_) return;
-  outq_.push_back(j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
-  if (!writing_) WriteNext();
+  if (!writing_ && outq_.empty()) {
+    ssize_t n = ::send(sock_.native_handle(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == static_cast<ssize_t>(line.size())) return;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return;  // peer gone: reads see it
+    if (n > 0) line.erase(0, static_cast<size_t>(n));
+  }
+  outq_.push_back(std::move(line));
+  if (writing_) return;
+  writing_ = true;
+  asio::post(d_->io(), [self = shared_from_this()] { self->WriteNext(); });
 }
 
 void Connection::WriteNext() {
+  std::lock_guard lock(out_mu_);
   if (outq_.empty()) {
     writing_ = false;
     if (closed_) {
@@ -247,12 +361,18 @@ void Connection::WriteNext() {
   }
   writing_ = true;
   auto self = shared_from_this();
+  // outq_.front() stays put until the handler pops it (a deque keeps its elements in place).
   asio::async_write(sock_, asio::buffer(outq_.front()),
                     [self](const boost::system::error_code& ec, size_t) {
-                      self->outq_.pop_front();
+                      {
+                        std::lock_guard l(self->out_mu_);
+                        self->outq_.pop_front();
+                        if (ec) {
+                          self->outq_.clear();
+                          self->writing_ = false;
+                        }
+                      }
                       if (ec) {
-                        self->outq_.clear();
-                        self->writing_ = false;
                         self->Close();
                         return;
                       }
@@ -261,6 +381,7 @@ void Connection::WriteNext() {
 }
 
 void Connection::Close() {
+  std::lock_guard lock(out_mu_);
   closed_ = true;
   if (writing_) return;  // WriteNext() closes after the queue drains
   outq_.clear();
@@ -302,6 +423,7 @@ Status DaemonImpl::Init() {
   auto store = StateStore::Open(config_.state_dir + "/state.sqlite3");
   if (!store.ok()) return store.error();
   store_ = std::move(*store);
+  books_ = std::make_unique<Bookkeeper>();
 
   auto backend = MakeBackend(config_);
   if (!backend.ok()) return backend.error();
@@ -338,10 +460,13 @@ Status DaemonImpl::Init() {
     templates_[host.name] = host;
   }
   StateStore* st = store_.get();
+  Bookkeeper* books = books_.get();
   pools_ = std::make_unique<PoolManager>(
       backend_.get(), config_.max_domains,
-      [st](const Member& m, const std::string& state) {
-        (void)st->PutDomain({m.name(), m.template_name(), state, m.handle(), 0});
+      [st, books](const Member& m, const std::string& state) {
+        books->Post([st, rec = DomainRecord{m.name(), m.template_name(), state, m.handle(), 0}] {
+          (void)st->PutDomain(rec);
+        });
       },
       fallback_.get());
   for (auto& [name, t] : templates_)
@@ -571,6 +696,7 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
     return r;
   }
   if (op == "stats") {
+    books_->Flush();
     json r = OkReply();
     r["pools"] = PoolStatsJson("");
     r["backend"] = backend_->name();
@@ -583,6 +709,7 @@ json DaemonImpl::Dispatch(const std::shared_ptr<Connection>& conn, const json& r
     return r;
   }
   if (op == "calls") {
+    books_->Flush();
     auto calls = store_->RecentCalls(static_cast<int>(uint("limit", 20)));
     if (!calls.ok()) return ErrorReply(calls.error().message);
     json arr = json::array();
@@ -731,8 +858,11 @@ json DaemonImpl::StartCall(const std::shared_ptr<Connection>& conn, const json& 
   PolicyQuery q{"@adminvm", target, service, arg};
   auto decision = policy_->Decide(q);
   if (!decision.ok()) return ErrorReply("policy error: " + decision.error().message);
-  (void)store_->RecordDecision({q.source, q.target, q.service, q.argument, decision->action,
-                                decision->rule});
+  books_->Post([st = store_.get(), rec = PolicyDecisionRecord{q.source, q.target, q.service,
+                                                             q.argument, decision->action,
+                                                             decision->rule}] {
+    (void)st->RecordDecision(rec);
+  });
   if (!decision->allow)
     return ErrorReply("call denied by policy: " + service + (arg.empty() ? "" : "+" + arg) +
                       " from " + q.source + " to " + target + " (rule " + decision->rule +
@@ -756,9 +886,11 @@ json DaemonImpl::StartCall(const std::shared_ptr<Connection>& conn, const json& 
   json id = req.contains("id") ? req["id"] : json();
   if (named) {
     ctx->name = target;
-    std::thread(&DaemonImpl::RunNamedCall, this, conn, ctx, std::move(spec), id, named).detach();
+    workers_.Run([this, conn, ctx, spec = std::make_shared<CallSpec>(std::move(spec)), id,
+                  named] { RunNamedCall(conn, ctx, std::move(*spec), id, named); });
   } else {
-    std::thread(&DaemonImpl::RunCall, this, conn, ctx, std::move(spec), id, timeout_s).detach();
+    workers_.Run([this, conn, ctx, spec = std::make_shared<CallSpec>(std::move(spec)), id,
+                  timeout_s] { RunCall(conn, ctx, std::move(*spec), id, timeout_s); });
   }
   *async = true;
   return json();
@@ -767,9 +899,9 @@ json DaemonImpl::StartCall(const std::shared_ptr<Connection>& conn, const json& 
 void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallSpec spec,
                          json id, uint32_t timeout_s) {
   auto t0 = Clock::now();
-  auto reply = [&](json j) {
+  auto reply = [&](json j) {  // straight from this thread (Connection::Send)
     if (!id.is_null()) j["id"] = id;
-    asio::post(io_, [conn, j = std::move(j)] { conn->Send(j); });
+    conn->Send(j);
   };
   bool hit = false;
   auto taken = pools_->Take(ctx->template_name, &hit);
@@ -794,7 +926,11 @@ void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallS
     if (ctx->killed) member->Kill();
   }
   total_calls_++;
-  (void)store_->PutDomain({member->name(), member->template_name(), "running", member->handle(), 0});
+  StateStore* store = store_.get();
+  // In order after the pool's own "ready" record of this member (same queue).
+  books_->Post([store, rec = DomainRecord{member->name(), member->template_name(), "running",
+                                          member->handle(), 0}] { (void)store->PutDomain(rec); });
+  // Written before the call runs, so a crash mid-call leaves it to be marked interrupted.
   auto call_id = store_->BeginCall({0, member->name(), spec.service.empty() ? "run" : "call",
                                     ctx->what, ctx->uid, ctx->started_ms, {}, {}, hit, ""});
   json started = OkReply();
@@ -823,13 +959,6 @@ void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallS
     ctx->member = nullptr;
   }
   const std::string name = member->name();
-  // Destroyed right after the reply, off this path (the pool's tasks; WaitIdle counts it):
-  // the caller has its exit code while the domain is torn down.
-  StateStore* store = store_.get();
-  pools_->Retire(std::move(member), [store, name](double destroy_ms) {
-    (void)store->SetDomainState(name, "destroyed");
-    spdlog::debug("destroyed {} in {:.2f} ms", name, destroy_ms);
-  });
   std::string outcome;
   {
     std::lock_guard lock(ctx->mu);
@@ -849,20 +978,30 @@ void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallS
   auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
   done["phases_ms"] = {{"take", prepare_ms}, {"setup", ms(t_call - t0) - prepare_ms},
                        {"call", ms(t_end - t_call)}};
+  std::optional<int> end_code;
   if (code.ok()) {
     int c = *code;
     if (outcome == "timeout") c = 124;
     done["code"] = c;
-    if (call_id.ok()) (void)store_->EndCall(*call_id, c, outcome);
+    end_code = c;
   } else {
     done = ErrorReply("call in " + name + " failed: " + code.error().message);
     done["event"] = "exit";
     done["code"] = 125;
-    if (call_id.ok()) (void)store_->EndCall(*call_id, std::nullopt, "failed");
+    outcome = "failed";
   }
+  // The caller has its exit code first; the record, the teardown and the refill follow.
+  reply(done);
+  if (call_id.ok())
+    books_->Post([store, id = *call_id, end_code, outcome] { (void)store->EndCall(id, end_code, outcome); });
   spdlog::debug("call {} in {}: {} ({:.2f} ms, pool {})", ctx->what, name, outcome,
                 call_ms, hit ? "hit" : "miss");
-  reply(done);
+  // Destroyed on the pool's tasks (WaitIdle counts it), off this thread.
+  Bookkeeper* books = books_.get();
+  pools_->Retire(std::move(member), [store, books, name](double destroy_ms) {
+    books->Post([store, name] { (void)store->SetDomainState(name, "destroyed"); });
+    spdlog::debug("destroyed {} in {:.2f} ms", name, destroy_ms);
+  });
   finish();
 }
 
@@ -933,9 +1072,9 @@ json DaemonImpl::StartNamedDomain(const std::shared_ptr<Connection>& conn, const
 void DaemonImpl::RunNamedCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallSpec spec,
                               json id, NamedDomains::EntryPtr domain) {
   auto t0 = Clock::now();
-  auto reply = [&](json j) {
+  auto reply = [&](json j) {  // straight from this thread (Connection::Send)
     if (!id.is_null()) j["id"] = id;
-    asio::post(io_, [conn, j = std::move(j)] { conn->Send(j); });
+    conn->Send(j);
   };
   domain->calls++;
   total_calls_++;
@@ -960,16 +1099,18 @@ void DaemonImpl::RunNamedCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, 
   done["elapsed_ms"] = MsSince(t0);
   if (code.ok()) {
     done["code"] = *code;
-    if (call_id.ok()) (void)store_->EndCall(*call_id, *code, "exited");
   } else {
     done = ErrorReply("call in " + domain->name + " failed: " + code.error().message +
                       (named_.Find(domain->name) ? "" : " (the domain was stopped)"));
     done["event"] = "exit";
     done["code"] = 125;
-    if (call_id.ok()) (void)store_->EndCall(*call_id, std::nullopt, "failed");
   }
   domain->calls--;
   reply(done);
+  if (call_id.ok())
+    books_->Post([st = store_.get(), id = *call_id, c = code.ok() ? std::optional<int>(*code) : std::nullopt] {
+      (void)st->EndCall(id, c, c ? "exited" : "failed");
+    });
   asio::post(io_, [conn, ctx] { conn->calls().remove(ctx); });
   std::lock_guard lock(calls_mu_);
   active_.remove(ctx);

@@ -1,12 +1,18 @@
 // odyssey: the command-line front end of Odyssey. Talks to odysseyd over its admin socket
 // and starts one for the user when none is running (the embedded default).
+// Built twice from this file: `odyssey` (ODYSSEY_CLI_CLIENT_ONLY: the admin client only, a
+// handful of shared libraries, so `odyssey run` starts fast) and `odyssey-full` (every
+// command, with handlers/ linked in); `odyssey` execs `odyssey-full` for open, route,
+// convert, integrate and demo, with the same arguments.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
-#include "engine/backend_factory.h"
 #include "engine/cli.h"
 #include "engine/config.h"
 
@@ -21,9 +27,29 @@ std::string DefaultSample() {
   return "samples/sample.pdf";
 }
 
+#ifdef ODYSSEY_CLI_CLIENT_ONLY
+// $ODYSSEY_FULL_CLI, else odyssey-full next to this binary, else on PATH.
+[[noreturn]] void ExecFull(char** argv) {
+  std::string full;
+  if (const char* e = std::getenv("ODYSSEY_FULL_CLI"); e && *e) full = e;
+  else if (std::string next = ExecutableDir() + "/odyssey-full"; ::access(next.c_str(), X_OK) == 0)
+    full = next;
+  else full = "odyssey-full";
+  ::execvp(full.c_str(), argv);
+  std::fprintf(stderr, "odyssey: cannot run %s (%s): open, route, convert, integrate and demo live "
+                       "there; "
+                       "install it next to odyssey or set ODYSSEY_FULL_CLI\n",
+               full.c_str(), std::strerror(errno));
+  std::exit(125);
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef ODYSSEY_CLI_CLIENT_ONLY
+  char** const original_argv = argv;
+#endif
   CLI::App app{"odyssey: open untrusted things (a command, a document, a link) in a fresh, "
                "isolated, throw-away disposable and get the result back.\nTalks to odysseyd "
                "and starts one for you if none is running."};
@@ -222,10 +248,15 @@ int main(int argc, char** argv) {
     }
     return CmdCall(ctx, call_service, call_tmpl, call_vm);
   }
+#ifdef ODYSSEY_CLI_CLIENT_ONLY
+  if (*open || *route || *convert || *integrate || *demo) ExecFull(original_argv);
+#else
   if (*open) return CmdOpen(ctx, open_args);
   if (*route) return CmdRoute(route_args);
   if (*convert) return CmdConvert(ctx, convert_args);
   if (*integrate) return CmdIntegrate(integrate_args);
+  if (*demo) return CmdDemo(ctx, demo_sample, demo_url);
+#endif
   if (*ls) return CmdLs(ctx);
   if (*kill) return CmdKill(ctx, kill_name);
   if (*vm_start) return CmdVm(ctx, "start", vm_name, vm_template);
@@ -243,6 +274,5 @@ int main(int argc, char** argv) {
     ctx.connect.autostart = false;
     return CmdSimple(ctx, "shutdown");
   }
-  if (*demo) return CmdDemo(ctx, demo_sample, demo_url);
   return 0;
 }

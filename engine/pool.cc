@@ -6,20 +6,50 @@
 #include <random>
 
 #include <spdlog/spdlog.h>
+#include <tbb/global_control.h>
 
 namespace odyssey::engine {
+namespace {
+
+// Members prepared (or destroyed) at once. Each mostly waits on its domain's processes;
+// measured with engine_bench BM_Sustained_DisposablesPerSecond (bench/README.md).
+constexpr int kPrepareConcurrency = 8;
+
+int PrepareConcurrency() {
+  // oneTBB caps every arena at the process's allowed parallelism (the core count by default).
+  static tbb::global_control allow(tbb::global_control::max_allowed_parallelism,
+                                   std::max<size_t>(kPrepareConcurrency,
+                                                    tbb::global_control::active_value(
+                                                        tbb::global_control::max_allowed_parallelism)));
+  return kPrepareConcurrency;
+}
+
+}  // namespace
 
 PoolManager::PoolManager(Backend* backend, uint32_t max_members, Observer observer,
                          Backend* fallback, uint32_t fallback_after)
     : backend_(backend), fallback_(fallback == backend ? nullptr : fallback),
       fallback_after_(fallback_after ? fallback_after : 1), max_members_(max_members),
-      observer_(std::move(observer)) {
+      observer_(std::move(observer)), arena_(PrepareConcurrency()) {
   // Names must not repeat across daemon restarts (the state store keys on them).
   std::random_device rd;
   counter_ = (static_cast<uint64_t>(rd()) % 9000 + 1000) * 1000;
 }
 
 PoolManager::~PoolManager() { Shutdown(); }
+
+void PoolManager::RunTask(std::function<void()> fn) {
+  {
+    std::lock_guard lock(tasks_mu_);
+    ++pending_tasks_;
+  }
+  arena_.enqueue([this, fn = std::move(fn)] {
+    fn();
+    std::lock_guard lock(tasks_mu_);  // notified under the lock: Shutdown() may return at once
+    --pending_tasks_;
+    tasks_cv_.notify_all();
+  });
+}
 
 std::string PoolManager::NextName() { return "disp" + std::to_string(++counter_); }
 
@@ -117,7 +147,7 @@ void PoolManager::RefillLocked(Pool& pool) {
     TemplateInfo tmpl = pool.tmpl;
     std::string name = NextName();
     Backend* b = pool.backend;
-    tasks_.run([this, tmpl, name, b] {
+    RunTask([this, tmpl, name, b] {
       {
         // VMs: the member of a hit that emptied the pool is still in its call: start preparing
         // its successor when the call ends (Retire), when another call waits for it, or
@@ -267,7 +297,7 @@ void PoolManager::Retire(MemberPtr member, std::function<void(double)> done) {
     }
     RefillLocked(it->second);
   }
-  tasks_.run([this, m, done = std::move(done)] {
+  RunTask([this, m, done = std::move(done)] {
     auto t0 = std::chrono::steady_clock::now();
     (void)m->Destroy();
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -352,7 +382,10 @@ void PoolManager::Shutdown() {
     shutdown_ = true;
   }
   idle_cv_.notify_all();  // deferred refills give up
-  tasks_.wait();
+  {
+    std::unique_lock lock(tasks_mu_);
+    tasks_cv_.wait(lock, [this] { return pending_tasks_ == 0; });
+  }
   std::map<std::string, Pool> pools;
   {
     std::lock_guard lock(mu_);

@@ -4,7 +4,7 @@
 // set up in parallel, off the request path. Thread-safe.
 #pragma once
 
-#include <tbb/task_group.h>
+#include <tbb/task_arena.h>
 
 #include <atomic>
 #include <chrono>
@@ -117,7 +117,13 @@ class PoolManager {
   bool shutdown_ = false;
   std::atomic<uint64_t> counter_{0};
   std::atomic<int> in_use_{0};
-  tbb::task_group tasks_;
+  // Preparing a member mostly waits for its processes (clone, agent start, HELLO), so more
+  // of them overlap than there are cores: an arena of kPrepareConcurrency (see pool.cc).
+  tbb::task_arena arena_;
+  std::mutex tasks_mu_;
+  std::condition_variable tasks_cv_;
+  uint32_t pending_tasks_ = 0;  // enqueued in arena_, not finished
+  void RunTask(std::function<void()> fn);  // never blocks (called with mu_ held)
 };
 
 }  // namespace odyssey::engine
