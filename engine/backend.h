@@ -29,6 +29,11 @@ struct TemplateFacts {
   std::string image_sha256;  // vm: SHA-256 of the guest image's SHA256SUMS (its identity)
 };
 
+// Where a Call()'s time went, as far as the backend can tell (ms; < 0: not measured).
+struct CallTimings {
+  double resume_ms = -1;  // resuming (thawing) the prepared member
+};
+
 // One call. Exactly one of argv (a command) or service (a qrexec service) is set.
 struct CallSpec {
   std::vector<std::string> argv;   // command and arguments, looked up in the domain's PATH
@@ -36,6 +41,7 @@ struct CallSpec {
   std::string service_arg;         // without '+'; may be empty
   std::string source = "dom0";     // QREXEC_REMOTE_DOMAIN for services
   UniqueFd stdin_fd, stdout_fd, stderr_fd;  // the caller's, passed straight through
+  CallTimings* timings = nullptr;  // filled by Call() when set (odysseyd's phases_ms)
 };
 
 struct MemberUsage {

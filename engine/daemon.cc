@@ -83,6 +83,8 @@ struct CallCtx {
   std::string kill_reason;   // "killed" | "timeout" | "client gone" | "shutdown"
   std::shared_ptr<asio::steady_timer> timer;
   std::optional<GuiRequest> gui;  // show its windows on the caller's display
+  // The request line was complete (loop thread) / handed to a call thread (phases_ms).
+  Clock::time_point received, queued;
 
   void Kill(const std::string& reason) {
     std::lock_guard lock(mu);
@@ -270,6 +272,7 @@ class DaemonImpl : public Daemon {
   std::unique_ptr<PolicyGate> policy_;
   std::map<std::string, TemplateRecord> templates_;  // loop thread only
   std::set<std::string> adding_;  // templates whose template_add is being checked (loop only)
+  Clock::time_point request_received_;  // loop thread: when the line being handled was complete
   NamedDomains named_;
   std::list<std::weak_ptr<Connection>> conns_;
   bool stopping_ = false;
@@ -557,6 +560,7 @@ void DaemonImpl::Handle(const std::shared_ptr<Connection>& conn, ReceivedLine li
     return;
   }
   if (line.text.empty()) return;  // blank lines are keep-alives
+  request_received_ = Clock::now();
   auto req = ParseRequest(line.text);
   if (!req.ok()) {
     conn->Send(ErrorReply(req.error().message + "; send one JSON object per line, e.g. "
@@ -877,6 +881,7 @@ json DaemonImpl::StartCall(const std::shared_ptr<Connection>& conn, const json& 
   ctx->uid = conn->cred().uid;
   ctx->started_ms = StateStore::NowMs();
   ctx->gui = std::move(*gui);
+  ctx->received = request_received_;
   conn->calls().push_back(ctx);
   {
     std::lock_guard lock(calls_mu_);
@@ -884,6 +889,7 @@ json DaemonImpl::StartCall(const std::shared_ptr<Connection>& conn, const json& 
     running_threads_++;
   }
   json id = req.contains("id") ? req["id"] : json();
+  ctx->queued = Clock::now();
   if (named) {
     ctx->name = target;
     workers_.Run([this, conn, ctx, spec = std::make_shared<CallSpec>(std::move(spec)), id,
@@ -949,6 +955,8 @@ void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallS
     });
   }
   auto gui = AttachGui(ctx->gui, *member, &spec, [ctx] { ctx->Kill("windows closed"); });
+  CallTimings timings;
+  spec.timings = &timings;
   auto t_call = Clock::now();
   auto code = member->Call(std::move(spec));
   gui.reset();
@@ -973,11 +981,18 @@ void DaemonImpl::RunCall(std::shared_ptr<Connection> conn, CallCtxPtr ctx, CallS
   done["destroyed"] = true;  // taken out of service; its teardown is under way (Retire)
   done["outcome"] = outcome;
   done["elapsed_ms"] = call_ms;
-  // Where the time went (benchmarks report it): take from the pool, bookkeeping before the
-  // call, the call itself (thaw, agent, command).
+  // Where the time went (benchmarks report it): on the loop thread from the complete request
+  // line to the hand-off (parse, checks, policy), the hand-off to this call thread, take from
+  // the pool, bookkeeping before the call, the call itself (call = resume + agent: the thaw,
+  // then the qrexec call: data port, the agent's fork+exec of the command, its output).
   auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
-  done["phases_ms"] = {{"take", prepare_ms}, {"setup", ms(t_call - t0) - prepare_ms},
+  done["phases_ms"] = {{"loop", ms(ctx->queued - ctx->received)}, {"handoff", ms(t0 - ctx->queued)},
+                       {"take", prepare_ms}, {"setup", ms(t_call - t0) - prepare_ms},
                        {"call", ms(t_end - t_call)}};
+  if (timings.resume_ms >= 0) {
+    done["phases_ms"]["resume"] = timings.resume_ms;
+    done["phases_ms"]["agent"] = ms(t_end - t_call) - timings.resume_ms;
+  }
   std::optional<int> end_code;
   if (code.ok()) {
     int c = *code;

@@ -73,7 +73,11 @@ class HalMember : public Member {
     {
       std::lock_guard lock(mu_);
       if (killed_ || destroyed_ || !domain_ || !conn_) return 128 + SIGKILL;
+      auto t0 = std::chrono::steady_clock::now();
       if (auto s = domain_->Resume(); !s.ok()) return s.error().Wrap("resuming " + name_);
+      if (spec.timings)
+        spec.timings->resume_ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       conn = conn_.get();
     }
     auto code = conn->Call(req);

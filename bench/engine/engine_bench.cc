@@ -2,7 +2,8 @@
 // hal/native as root, else the process backend; $ODYSSEY_BENCH_BACKEND overrides):
 // pool hit from request to the first stdout byte of `echo` and to the exit code of `true`,
 // the same through the odyssey CLI binary, pool miss (cold), sustained disposables/s with
-// refilling, and `bwrap --unshare-all --ro-bind / / true` as the baseline in the same run.
+// refilling, the backend alone without odysseyd (the floor under a pool hit), and
+// `bwrap --unshare-all --ro-bind / / true` as the baseline in the same run.
 // Each benchmark reports p50/p90/p99 in ms as counters, and d_*_ms: the daemon's own medians
 // of where a call's time went (take, setup, call). Benchmarks measure; they never assert.
 #include <benchmark/benchmark.h>
@@ -10,10 +11,13 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 
+#include "engine/backend_factory.h"
 #include "tests/engine/engine_test_util.h"
 
 namespace odyssey::engine::bench {
@@ -254,6 +258,68 @@ void BM_Scale_ThroughputByClients(benchmark::State& state) {
 }
 BENCHMARK(BM_Scale_ThroughputByClients)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->UseManualTime()
     ->Iterations(Iters(2))->Unit(benchmark::kMillisecond);
+
+// The floor under a pool hit: the same backend odysseyd uses (MakeBackend, "auto"), driven
+// in this process without odysseyd: a member prepared untimed, then Call(`echo hi`) from a
+// call thread; the time from Call() to the first byte in the caller's pipe. What a pool hit
+// costs above this is odysseyd's own (admin socket, policy, state store, thread hand-offs).
+void BM_Floor_BackendEchoFirstByte(benchmark::State& state) {
+  std::string dir = odyssey::engine::testing::MakeTempDir("floor");
+  ::chmod(dir.c_str(), 0711);  // hal/native's mapped ids traverse it
+  Config config;
+  config.state_dir = dir + "/state";
+  config.socket_path = dir + "/run/odysseyd.sock";
+  config.backend = BenchBackend();
+  config.stub_path = ODYSSEY_STUB_PATH;
+  config.service_path = {std::string(ODYSSEY_SOURCE_DIR) + "/handlers/services"};
+  std::filesystem::create_directories(config.state_dir);
+  ::chmod(config.state_dir.c_str(), 0711);
+  auto backend = MakeBackend(config);
+  if (!backend.ok()) {
+    state.SkipWithError(backend.error().message.c_str());
+    return;
+  }
+  state.SetLabel((*backend)->name());
+  TemplateInfo tmpl{"host", "native", ""};
+  std::vector<double> ms;
+  int n = 0;
+  for (auto _ : state) {
+    auto member = (*backend)->Prepare(tmpl, "floor" + std::to_string(++n));
+    if (!member.ok()) {
+      state.SkipWithError(member.error().message.c_str());
+      break;
+    }
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) std::abort();
+    UniqueFd r(out[0]);
+    CallSpec spec;
+    spec.argv = {"echo", "hi"};
+    spec.stdin_fd.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    spec.stdout_fd.reset(out[1]);
+    spec.stderr_fd.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    std::atomic<int64_t> t0{0};
+    std::thread call([&] {
+      t0 = Clock::now().time_since_epoch().count();
+      (void)(*member)->Call(std::move(spec));
+    });
+    char ch;
+    bool got = ::read(r.get(), &ch, 1) == 1;
+    auto t1 = Clock::now();
+    call.join();
+    double v = std::chrono::duration<double, std::milli>(t1 - Clock::time_point(Clock::duration(t0.load()))).count();
+    (void)(*member)->Destroy();
+    if (!got) {
+      state.SkipWithError("no output from echo");
+      break;
+    }
+    state.SetIterationTime(v / 1000);
+    ms.push_back(v);
+  }
+  backend->reset();
+  std::filesystem::remove_all(dir);
+  Percentiles(state, ms);
+}
+BENCHMARK(BM_Floor_BackendEchoFirstByte)->UseManualTime()->Iterations(Iters(100))->Unit(benchmark::kMillisecond);
 
 void BM_Baseline_BwrapTrue(benchmark::State& state) {
   if (::access("/usr/bin/bwrap", X_OK) != 0) {
