@@ -1,8 +1,8 @@
 // VM latency benchmarks (libvirt embedded QEMU; TCG where KVM does not work): cold boot to
 // the agent's HELLO, restore of a template snapshot to a paused clone, restore to HELLO, and
 // a pool hit (resume of a restored paused clone whose agent said HELLO) to the first byte of
-// a "uname -r" call's output and to the whole call, through the real qrexec-agent, and the
-// PSS of pooled clones. The last lines print pool hit / cold boot. Figures and commands: hal/libvirt/README.md.
+// a "uname -r" call's output and to the whole call, through the real qrexec-agent, the
+// destroy of a clone, and the PSS of pooled clones. The last lines print pool hit / cold boot. Figures and commands: hal/libvirt/README.md.
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
@@ -163,6 +163,49 @@ void BM_PoolHit(benchmark::State& state) {
   Record(full_call ? "pool_hit_call" : "pool_hit_first_byte", total, state.iterations());
 }
 BENCHMARK(BM_PoolHit)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(CappedIterations(10));
+
+// Destroy() of a clone, QEMU gone and the clone's sockets and files removed: arg 0 a
+// restored paused clone, arg 1 a ready clone resumed (running, agent connected), as the
+// engine destroys a disposable after its call.
+void BM_Destroy(benchmark::State& state) {
+  if (!VmBenchReady(state)) return;
+  const bool running = state.range(0) == 1;
+  double total = 0;
+  std::vector<double> samples;
+  for (auto _ : state) {
+    state.PauseTiming();
+    std::unique_ptr<LibvirtDomain> dom;
+    qrexec::AgentConnectionPtr conn;
+    if (running) {
+      auto ready = PrepareReadyClone(VmEnv::Get(), "bdes");
+      if (!ready.ok() || !ready->dom->Resume().ok()) {
+        state.SkipWithError(ready.ok() ? "resume failed" : ready.error().message.c_str());
+        break;
+      }
+      dom = std::move(ready->dom);
+      conn = std::move(ready->conn);
+    } else {
+      dom = Clone(state, "bdes");
+      if (!dom) break;
+    }
+    state.ResumeTiming();
+    auto t0 = Clock::now();
+    Status st = dom->Destroy();
+    auto t1 = Clock::now();
+    state.PauseTiming();
+    if (conn) conn->Close();
+    if (!st.ok()) {
+      state.SkipWithError(st.error().message.c_str());
+      break;
+    }
+    total += MsBetween(t0, t1);
+    samples.push_back(MsBetween(t0, t1));
+    state.ResumeTiming();
+  }
+  ReportPercentiles(state, samples);
+  Record(running ? "destroy_running" : "destroy_paused", total, state.iterations());
+}
+BENCHMARK(BM_Destroy)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(CappedIterations(5));
 
 // PSS of pooled clones: N clones prepared as the pool prepares them (ready, paused), then the
 // proportional set size of each one's QEMU (/proc/PID/smaps_rollup), mean over the N.

@@ -94,7 +94,27 @@ std::string BuildDomainXml(const DomainXmlParams& p) {
   x += "    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>\n";
   x += "    <memballoon model='none'/>\n";
   x += "  </devices>\n</domain>\n";
-  return x;
+  return WithQemuExtras(std::move(x), false);
+}
+
+std::string WithQemuExtras(std::string xml, bool incoming_defer) {
+  const std::string ns = "xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'";
+  if (xml.find("xmlns:qemu=") == std::string::npos) {
+    size_t open = xml.find("<domain ");
+    if (open != std::string::npos) xml.insert(open + 8, ns + " ");
+  }
+  std::string extra;
+  if (xml.find("<qemu:capabilities>") == std::string::npos) {
+    extra += "  <qemu:capabilities>\n    <qemu:del capability='cpu-unavailable-features'/>\n"
+             "  </qemu:capabilities>\n";
+  }
+  if (incoming_defer && xml.find("<qemu:arg value='-incoming'/>") == std::string::npos) {
+    extra += "  <qemu:commandline>\n    <qemu:arg value='-incoming'/>\n    <qemu:arg value='defer'/>\n"
+             "  </qemu:commandline>\n";
+  }
+  size_t close = xml.rfind("</domain>");
+  if (close != std::string::npos) xml.insert(close, extra);
+  return xml;
 }
 
 }  // namespace odyssey::hal::libvirt

@@ -35,6 +35,14 @@ std::string HostSocketPath(const std::string& socket_dir, int domid, int port);
 // Every port the domain gets, control first.
 std::vector<int> DomainPorts();
 std::string BuildDomainXml(const DomainXmlParams& p);
+// xml (a whole <domain> document, ours or as libvirt saved it) with Odyssey's QEMU-specific
+// additions, each added only if missing:
+//  - <qemu:capabilities><qemu:del capability='cpu-unavailable-features'/>: libvirt 9.0 then
+//    reads the started guest CPU with two qom-get calls (feature-words, filtered-features)
+//    instead of one qom-get per CPU property (~400 monitor round trips with QEMU 7.2);
+//  - with incoming_defer, <qemu:commandline> -incoming defer: QEMU waits for a migration
+//    stream given later on the monitor (how a clone is loaded from a template snapshot).
+std::string WithQemuExtras(std::string xml, bool incoming_defer);
 // XML-escapes &, <, >, ' and ".
 std::string XmlEscape(const std::string& s);
 // A random RFC 4122 version-4 UUID.

@@ -17,7 +17,7 @@ TEST(DomainXmlTest, PortsSocketsAndEscaping) {
   p.socket_dir = "/s/sockets";
   p.domid = 7;
   std::string xml = BuildDomainXml(p);
-  EXPECT_NE(xml.find("<domain type='qemu'>"), std::string::npos);
+  EXPECT_NE(xml.find("type='qemu'>"), std::string::npos);
   EXPECT_NE(xml.find("<name>disp1</name>"), std::string::npos);
   EXPECT_NE(xml.find("path='/s/sockets/vchan.7.0.512.sock'"), std::string::npos);
   EXPECT_NE(xml.find("name='org.odyssey.vchan.512'"), std::string::npos);
@@ -29,7 +29,29 @@ TEST(DomainXmlTest, PortsSocketsAndEscaping) {
   p.virt_type = "kvm";
   xml = BuildDomainXml(p);
   EXPECT_NE(xml.find("<source file='/s/d/disk.qcow2'/>"), std::string::npos);
-  EXPECT_NE(xml.find("<domain type='kvm'>"), std::string::npos);
+  EXPECT_NE(xml.find("type='kvm'>"), std::string::npos);
+}
+
+TEST(DomainXmlTest, QemuExtrasAddedOnce) {
+  DomainXmlParams p;
+  p.name = "d";
+  p.uuid = RandomUuid();
+  std::string xml = BuildDomainXml(p);
+  EXPECT_NE(xml.find("<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' type='qemu'>"),
+            std::string::npos);
+  EXPECT_NE(xml.find("<qemu:del capability='cpu-unavailable-features'/>"), std::string::npos);
+  EXPECT_EQ(xml.find("-incoming"), std::string::npos);
+  // As libvirt saves it (namespace after type), then made a clone's: -incoming defer added,
+  // nothing duplicated, still one document.
+  std::string saved = "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n"
+                      "  <name>t</name>\n  <qemu:capabilities>\n    <qemu:del capability='cpu-unavailable-features'/>\n"
+                      "  </qemu:capabilities>\n</domain>\n";
+  std::string clone = WithQemuExtras(saved, true);
+  EXPECT_EQ(ReplaceAll(&clone, "xmlns:qemu=", "xmlns:qemu="), 1u);
+  EXPECT_EQ(ReplaceAll(&clone, "<qemu:capabilities>", "<qemu:capabilities>"), 1u);
+  EXPECT_NE(clone.find("<qemu:arg value='-incoming'/>\n    <qemu:arg value='defer'/>"), std::string::npos);
+  EXPECT_LT(clone.find("</qemu:commandline>"), clone.find("</domain>"));
+  EXPECT_EQ(WithQemuExtras(clone, true), clone);
 }
 
 TEST(DomainXmlTest, UuidsAreVersion4AndDistinct) {

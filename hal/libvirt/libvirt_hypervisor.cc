@@ -1,17 +1,22 @@
 #include "hal/libvirt/libvirt_hypervisor.h"
 
 #include <fcntl.h>
+#include <libvirt/libvirt-qemu.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -19,6 +24,8 @@
 #include <set>
 #include <sstream>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "base/io.h"
 #include "hal/libvirt/domain_xml.h"
@@ -34,6 +41,7 @@ struct Connection {
   virConnectPtr conn = nullptr;
   std::string uri;
   std::string embed_root;  // empty unless qemu:///embed
+  bool reap = false;       // this process is QEMU's subreaper (Options::reap_qemu)
   std::mutex mu;
   std::set<std::string> owned;
   ~Connection() {
@@ -97,7 +105,8 @@ std::string EmbedRootOf(const std::string& uri) {
 }
 
 // The embedded driver's config: run QEMU as ourselves, no SELinux/AppArmor labelling, QEMU's
-// output straight to files (no virtlogd), no cgroups of its own.
+// output straight to files (no virtlogd), no cgroups and no mount namespace of its own
+// (each costs libvirt work on every start and we use neither).
 Status WriteEmbedQemuConf(const std::string& root) {
   ODYSSEY_TRY(MakeDirs(root + "/etc"));
   std::string conf =
@@ -107,7 +116,9 @@ Status WriteEmbedQemuConf(const std::string& root) {
       "security_driver = \"none\"\n"
       "stdio_handler = \"file\"\n"
       "dynamic_ownership = 0\n"
-      "remember_owner = 0\n";
+      "remember_owner = 0\n"
+      "cgroup_controllers = [ ]\n"
+      "namespaces = [ ]\n";
   return WriteFileAtomic(root + "/etc/qemu.conf", conf, 0644);
 }
 
@@ -150,18 +161,114 @@ std::string Field(const snapshot::SnapshotInfo& info, const std::string& key) {
 // A prepared template: the sealed save image and the facts needed to rewrite its XML.
 class LibvirtSnapshot final : public hal::Snapshot {
  public:
-  LibvirtSnapshot(std::string payload, snapshot::SnapshotInfo info, std::string xml)
-      : payload_(std::move(payload)), info_(std::move(info)), xml_(std::move(xml)) {}
+  LibvirtSnapshot(std::string payload, snapshot::SnapshotInfo info, SaveImage image)
+      : payload_(std::move(payload)), info_(std::move(info)), image_(std::move(image)) {}
   const std::string& template_name() const override { return info_.template_name; }
   const std::string& payload() const { return payload_; }
   const snapshot::SnapshotInfo& info() const { return info_; }
-  const std::string& xml() const { return xml_; }
+  const std::string& xml() const { return image_.xml; }
+  uint64_t stream_offset() const { return image_.stream_offset; }
 
  private:
   std::string payload_;
   snapshot::SnapshotInfo info_;
-  std::string xml_;
+  SaveImage image_;
 };
+
+// The outcome of an incoming migration, set from libvirt's event loop thread.
+struct MigrationWait {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string status;  // "completed", "failed", "cancelled" or "QEMU exited" once it ended
+};
+
+void SetMigrationStatus(void* opaque, const std::string& status) {
+  auto& wait = *static_cast<std::shared_ptr<MigrationWait>*>(opaque);
+  std::lock_guard<std::mutex> lock(wait->mu);
+  if (wait->status.empty()) wait->status = status;
+  wait->cv.notify_all();
+}
+
+void FreeMigrationWait(void* opaque) { delete static_cast<std::shared_ptr<MigrationWait>*>(opaque); }
+
+// QEMU 7.2 exits when an incoming migration fails; libvirt reports that as the domain stopping.
+int OnLifecycleEvent(virConnectPtr, virDomainPtr, int event, int, void* opaque) {
+  if (event == VIR_DOMAIN_EVENT_STOPPED || event == VIR_DOMAIN_EVENT_CRASHED) SetMigrationStatus(opaque, "QEMU exited");
+  return 0;
+}
+
+void OnMigrationEvent(virConnectPtr, virDomainPtr, const char*, long long, unsigned int, const char* details,
+                      void* opaque) {
+  auto data = nlohmann::json::parse(details ? details : "", nullptr, false);
+  if (!data.is_object() || !data.contains("status") || !data["status"].is_string()) return;
+  std::string status = data["status"].get<std::string>();
+  if (status == "completed" || status == "failed" || status == "cancelled") SetMigrationStatus(opaque, status);
+}
+
+// Runs one QMP command on dom's monitor through libvirt (with fd passed along, if >= 0);
+// a QMP error reply is an error naming the command.
+Status QmpCommand(virDomainPtr dom, const std::string& cmd, int fd, std::string* reply = nullptr) {
+  char* result = nullptr;
+  int rc;
+  if (fd >= 0) {
+    int fds[1] = {fd};
+    rc = virDomainQemuMonitorCommandWithFiles(dom, cmd.c_str(), 1, fds, nullptr, nullptr, &result, 0);
+  } else {
+    rc = virDomainQemuMonitorCommand(dom, cmd.c_str(), &result, 0);
+  }
+  if (rc != 0) return LibvirtError("virDomainQemuMonitorCommand", cmd);
+  std::string text = result ? result : "";
+  free(result);
+  auto parsed = nlohmann::json::parse(text, nullptr, false);
+  if (!parsed.is_object() || parsed.contains("error")) return Error{"QMP " + cmd + " failed: " + text, EIO};
+  if (reply) *reply = std::move(text);
+  return OkStatus();
+}
+
+// Loads a migration stream (read from fd, positioned at its start) into dom's QEMU, which
+// was started paused with -incoming defer, and waits until QEMU has loaded all of it. The
+// QEMU stays paused (it was started with -S). Events (MIGRATION) tell the end, no polling.
+Status LoadMigrationStream(virDomainPtr dom, int fd, const std::string& source, std::chrono::milliseconds timeout) {
+  auto wait = std::make_shared<MigrationWait>();
+  virConnectPtr conn = virDomainGetConnect(dom);
+  int cb = virConnectDomainQemuMonitorEventRegister(conn, dom, "MIGRATION", OnMigrationEvent,
+                                                    new std::shared_ptr<MigrationWait>(wait), FreeMigrationWait, 0);
+  if (cb < 0) return LibvirtError("virConnectDomainQemuMonitorEventRegister", virDomainGetName(dom));
+  int life = virConnectDomainEventRegisterAny(conn, dom, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                              VIR_DOMAIN_EVENT_CALLBACK(OnLifecycleEvent),
+                                              new std::shared_ptr<MigrationWait>(wait), FreeMigrationWait);
+  if (life < 0) {
+    Error err = LibvirtError("virConnectDomainEventRegisterAny", virDomainGetName(dom));
+    virConnectDomainQemuMonitorEventDeregister(conn, cb);
+    return err;
+  }
+  Status st = QmpCommand(dom,
+                         R"({"execute":"migrate-set-capabilities","arguments":{"capabilities":[)"
+                         R"({"capability":"events","state":true}]}})",
+                         -1);
+  if (st.ok()) st = QmpCommand(dom, R"({"execute":"getfd","arguments":{"fdname":"odyssey-incoming"}})", fd);
+  if (st.ok()) st = QmpCommand(dom, R"({"execute":"migrate-incoming","arguments":{"uri":"fd:odyssey-incoming"}})", -1);
+  std::string status;
+  if (st.ok()) {
+    std::unique_lock<std::mutex> lock(wait->mu);
+    wait->cv.wait_for(lock, timeout, [&] { return !wait->status.empty(); });
+    status = wait->status;
+  }
+  virConnectDomainQemuMonitorEventDeregister(conn, cb);
+  virConnectDomainEventDeregisterAny(conn, life);
+  if (!st.ok()) return st;
+  if (status == "completed") return OkStatus();
+  if (status.empty()) {
+    return Error{"QEMU did not load the migration stream of " + source + " within " +
+                     std::to_string(timeout.count()) + " ms",
+                 ETIMEDOUT};
+  }
+  std::string reply;
+  if (virDomainIsActive(dom) == 1) (void)QmpCommand(dom, R"({"execute":"query-migrate"})", -1, &reply);
+  return Error{"QEMU could not load the migration stream of " + source + " (" + status + ")" +
+                   (reply.empty() ? std::string() : ": " + reply),
+               EIO};
+}
 
 }  // namespace
 
@@ -216,6 +323,53 @@ Result<UniqueFd> WaitForAgentHello(const std::string& socket_path, std::chrono::
 // ---------------------------------------------------------------------------------------
 // LibvirtDomain
 
+namespace {
+// SIGKILLs QEMU process pid if it is still the QEMU of guest `name` and waits (up to 5 s)
+// until it is gone. libvirt's virDomainDestroy sends SIGTERM first and checks every 200 ms
+// whether QEMU has exited (measured: ~2 s per destroy); a QEMU that is already gone costs
+// it one kill() that fails with ESRCH. A disposable's state is thrown away anyway.
+void KillQemu(int pid, const std::string& name) {
+  if (pid <= 0) return;
+  // The pidfd pins the process: the checks below and the signal all refer to the same one.
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) return;
+  auto cmdline = ReadFileToString("/proc/" + std::to_string(pid) + "/cmdline", 1 << 16);
+  if (!cmdline.ok() || cmdline->find("guest=" + name + ",") == std::string::npos) return;
+  if (::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0) != 0) return;
+  // Our child when this process is its subreaper (Options::reap_qemu): reap it now.
+  siginfo_t info{};
+  int rc;
+  while ((rc = ::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info, WEXITED)) != 0 && errno == EINTR) {
+  }
+  if (rc == 0) return;
+  // Someone else's child (or reaped already): wait for the exit, then give its parent
+  // a moment to reap it. Until then kill(pid, 0) succeeds and libvirt polls every 200 ms.
+  pollfd p{pidfd.get(), POLLIN, 0};
+  while (::poll(&p, 1, 5000) < 0 && errno == EINTR) {
+  }
+  for (int i = 0; i < 1000 && ::kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::microseconds(500));
+}
+
+// Reaps QEMU `pid` (our child: this process is its subreaper) as soon as it exits, from
+// libvirt's event loop, whatever ends it (destroy, crash, guest poweroff). waitid on a pidfd
+// reaps exactly that process, never another child whose pid was reused.
+void WatchQemuExit(int pid) {
+  if (pid <= 0) return;
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return;
+  int watch = virEventAddHandle(
+      pidfd, VIR_EVENT_HANDLE_READABLE,
+      [](int watch_id, int fd, int, void*) {
+        siginfo_t info{};
+        (void)::waitid(P_PIDFD, static_cast<id_t>(fd), &info, WEXITED | WNOHANG);
+        virEventRemoveHandle(watch_id);
+      },
+      reinterpret_cast<void*>(static_cast<intptr_t>(pidfd)),
+      [](void* opaque) { ::close(static_cast<int>(reinterpret_cast<intptr_t>(opaque))); });
+  if (watch < 0) ::close(pidfd);
+}
+}  // namespace
+
 LibvirtDomain::LibvirtDomain(std::shared_ptr<Connection> conn, void* dom, std::string name, int domid,
                              std::string socket_dir, std::string clone_dir)
     : conn_(std::move(conn)),
@@ -224,6 +378,7 @@ LibvirtDomain::LibvirtDomain(std::shared_ptr<Connection> conn, void* dom, std::s
       domid_(domid),
       socket_dir_(std::move(socket_dir)),
       clone_dir_(std::move(clone_dir)) {
+  if (conn_->reap) WatchQemuExit(qemu_pid());
   std::lock_guard<std::mutex> lock(conn_->mu);
   conn_->owned.insert(name_);
 }
@@ -295,8 +450,9 @@ Status LibvirtDomain::Pause() {
 Status LibvirtDomain::Destroy() {
   if (destroyed_) return OkStatus();
   auto* dom = static_cast<virDomainPtr>(dom_);
-  if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) != 0 && virDomainIsActive(dom) == 1) {
-    return LibvirtError("virDomainDestroy", name_);
+  if (virDomainIsActive(dom) == 1) {
+    KillQemu(qemu_pid(), name_);
+    if (virDomainDestroy(dom) != 0 && virDomainIsActive(dom) == 1) return LibvirtError("virDomainDestroy", name_);
   }
   virDomainFree(dom);
   dom_ = nullptr;
@@ -380,6 +536,9 @@ Result<std::unique_ptr<LibvirtHypervisor>> LibvirtHypervisor::Create(Options opt
   if (!conn->embed_root.empty()) {
     Status st = WriteEmbedQemuConf(conn->embed_root);
     if (!st.ok()) return st.error().Wrap("configuring embedded libvirt at " + conn->embed_root);
+    // QEMU is started daemonised; as its subreaper this process reaps it the moment it exits
+    // (an init that reaps late would hold up every libvirt destroy, see Options::reap_qemu).
+    if (opts.reap_qemu && ::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0) conn->reap = true;
   }
   StartEventLoopOnce();
   conn->conn = virConnectOpen(opts.uri.c_str());
@@ -543,9 +702,9 @@ Result<SnapshotPtr> LibvirtHypervisor::PrepareSnapshot(const TemplateSpec& tmpl)
   info.fields["disk"] = template_disk;
   auto sealed = snapshot::Seal(payload, info);
   if (!sealed.ok()) return sealed.error().Wrap("preparing template " + tmpl.name);
-  auto xml = ReadSaveImageXml(payload);
-  if (!xml.ok()) return xml.error().Wrap("preparing template " + tmpl.name);
-  return SnapshotPtr(std::make_shared<LibvirtSnapshot>(payload, std::move(*sealed), std::move(*xml)));
+  auto image = ReadSaveImage(payload);
+  if (!image.ok()) return image.error().Wrap("preparing template " + tmpl.name);
+  return SnapshotPtr(std::make_shared<LibvirtSnapshot>(payload, std::move(*sealed), std::move(*image)));
 }
 
 Result<SnapshotPtr> LibvirtHypervisor::OpenSnapshot(const TemplateSpec& tmpl) {
@@ -555,12 +714,12 @@ Result<SnapshotPtr> LibvirtHypervisor::OpenSnapshot(const TemplateSpec& tmpl) {
   if (!found.ok()) return found.error().Wrap("opening snapshot of template " + tmpl.name);
   if (!found->has_value()) return SnapshotPtr();
   const std::string payload = catalog->PayloadPath(tmpl.name, kSnapshotBackend);
-  auto xml = ReadSaveImageXml(payload);
-  if (!xml.ok()) {
+  auto image = ReadSaveImage(payload);
+  if (!image.ok()) {
     (void)snapshot::Remove(payload);
-    return xml.error().Wrap("snapshot of template " + tmpl.name + " is unreadable; removed it, prepare it again");
+    return image.error().Wrap("snapshot of template " + tmpl.name + " is unreadable; removed it, prepare it again");
   }
-  return SnapshotPtr(std::make_shared<LibvirtSnapshot>(payload, std::move(**found), std::move(*xml)));
+  return SnapshotPtr(std::make_shared<LibvirtSnapshot>(payload, std::move(**found), std::move(*image)));
 }
 
 Result<SnapshotPtr> LibvirtHypervisor::OpenOrPrepareSnapshot(const TemplateSpec& tmpl, std::string* note) {
@@ -606,23 +765,33 @@ Result<DomainPtr> LibvirtHypervisor::CloneFromSnapshot(const SnapshotPtr& snap, 
     const std::string tmpl_overlay = fs::path(Field(info, "console_log")).parent_path().string() + "/disk.qcow2";
     ReplaceAll(&xml, XmlEscape(tmpl_overlay), XmlEscape(overlay));
   }
-  // libvirt restores an image only under the UUID it was saved with, so each clone gets a
-  // copy whose embedded XML is its own; QEMU has read it all once the restore returns.
-  const std::string image = clone_dir + "/restore.save";
-  Status copied = CopySaveImageWithXml(s->payload(), image, xml);
-  int rc = copied.ok() ? virDomainRestoreFlags(conn_->conn, image.c_str(), nullptr, VIR_DOMAIN_SAVE_PAUSED) : -1;
-  Error restore_err = !copied.ok() ? copied.error()
-                      : rc != 0    ? LibvirtError("virDomainRestoreFlags", spec.name + " <- " + s->payload())
-                                   : Error{};
-  ::unlink(image.c_str());
-  if (rc != 0) {
+  // libvirt's restore API keeps the UUID the image was saved with, and two domains cannot
+  // share one. So the clone is started from the saved XML (its own name, UUID, paths),
+  // paused, with QEMU waiting for a migration stream (-incoming defer), and QEMU then reads
+  // the template's stream straight from the sealed file: no per-clone copy.
+  UniqueFd stream(::open(s->payload().c_str(), O_RDONLY | O_CLOEXEC));
+  if (!stream) {
+    RemoveTree(clone_dir);
+    return Error::Errno("open", s->payload()).Wrap("cloning " + spec.name);
+  }
+  if (::lseek(stream.get(), static_cast<off_t>(s->stream_offset()), SEEK_SET) < 0) {
+    RemoveTree(clone_dir);
+    return Error::Errno("lseek", s->payload()).Wrap("cloning " + spec.name);
+  }
+  xml = WithQemuExtras(std::move(xml), /*incoming_defer=*/true);
+  virDomainPtr dom = virDomainCreateXML(conn_->conn, xml.c_str(), VIR_DOMAIN_START_PAUSED);
+  if (!dom) {
+    Error err = LibvirtError("virDomainCreateXML", spec.name);
     for (int port : DomainPorts()) ::unlink(HostSocketPath(socket_dir_, domid, port).c_str());
     RemoveTree(clone_dir);
-    return restore_err.Wrap("cloning " + spec.name + " from template " + s->template_name());
+    return err.Wrap("cloning " + spec.name + " from template " + s->template_name());
   }
-  virDomainPtr dom = virDomainLookupByName(conn_->conn, spec.name.c_str());
-  if (!dom) return LibvirtError("virDomainLookupByName", spec.name);
-  return DomainPtr(new LibvirtDomain(conn_, dom, spec.name, domid, socket_dir_, clone_dir));
+  auto clone = std::make_unique<LibvirtDomain>(conn_, dom, spec.name, domid, socket_dir_, clone_dir);
+  if (Status st = LoadMigrationStream(dom, stream.get(), s->payload(), opts_.hello_timeout); !st.ok()) {
+    (void)clone->Destroy();
+    return st.error().Wrap("cloning " + spec.name + " from template " + s->template_name());
+  }
+  return DomainPtr(std::move(clone));
 }
 
 Result<std::vector<Leftover>> LibvirtHypervisor::ListLeftovers() {

@@ -1,9 +1,8 @@
 // libvirt's QEMU save image ("LibvirtQemudSave" header, domain XML, optional cookie, then
-// QEMU's migration stream). libvirt refuses to restore an image under another UUID, so a
-// clone is restored from a per-clone copy whose embedded XML already names the clone: the
-// header region is rewritten and the migration stream copied in the kernel
-// (copy_file_range; a reflink where the file system has them). The template's image is
-// never modified. Only the fixed header is trusted after its checks; lengths are capped.
+// QEMU's migration stream). Clones are not restored through libvirt's restore API (it
+// refuses another UUID); the backend starts each clone from the image's XML and feeds QEMU
+// the migration stream that starts at stream_offset. The image is never modified. Only the
+// fixed header is trusted after its checks; lengths are capped.
 #pragma once
 
 #include <cstdint>
@@ -13,11 +12,13 @@
 
 namespace odyssey::hal::libvirt {
 
-// The XML embedded in a save image at path.
-Result<std::string> ReadSaveImageXml(const std::string& path);
+struct SaveImage {
+  std::string xml;         // the domain XML libvirt embedded
+  uint64_t stream_offset;  // where QEMU's migration stream starts in the file
+};
 
-// Writes dst: src with its embedded XML replaced by xml (which must fit in src's XML area,
-// 64 KiB of slack by libvirt's convention) and the same migration stream.
-Status CopySaveImageWithXml(const std::string& src, const std::string& dst, const std::string& xml);
+// The embedded XML and stream offset of the save image at path; an error naming path when
+// it is not an uncompressed libvirt QEMU save image or is truncated.
+Result<SaveImage> ReadSaveImage(const std::string& path);
 
 }  // namespace odyssey::hal::libvirt

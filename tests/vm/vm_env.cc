@@ -138,6 +138,9 @@ VmEnv::VmEnv() {
   const char* cmdline_env = std::getenv("ODYSSEY_VM_CMDLINE");
   const std::string cmdline = cmdline_env && *cmdline_env ? cmdline_env : hal::libvirt::Options().cmdline;
   binaries += "-c" + std::to_string(std::hash<std::string>()(cmdline) % 100000);
+  // ... and by the generation of the domain XML the template is saved with (x2: the qemu
+  // namespace extras of hal/libvirt/domain_xml.h), so an older snapshot is never reused.
+  binaries += "-x2";
   shared_snapshot_dir_ = fs::path(ImageCache()).parent_path().string() + "/snapshots/" +
                          fs::path(image_dir_).filename().string() + binaries;
   // libvirt probes QEMU's capabilities into <root>/cache/qemu, seconds per fresh root under

@@ -246,6 +246,37 @@ TEST_F(VmTest, QemuKilledMidCallFailsCleanly) {
   ASSERT_TRUE(next->Destroy().ok());
 }
 
+// QEMU reads a clone's memory straight from the sealed snapshot file. If that file is cut
+// short after it was verified, QEMU's load fails: the clone fails with an error naming the
+// file, and no QEMU, socket or clone directory is left behind.
+TEST_F(VmTest, TruncatedStreamFailsTheCloneCleanly) {
+  auto snap = env().Snapshot();
+  ASSERT_TRUE(snap.ok()) << snap.error().message;
+  const std::string payload = env().hv().options().snapshot_dir + "/odyssey-test.libvirt-qemu.save";
+  const std::string saved = payload + ".keep";
+  fs::rename(payload, saved);  // the file or the link to the shared cache; put back below
+  fs::copy_file(saved, payload);
+  fs::resize_file(payload, fs::file_size(payload) / 2);
+  hal::DomainSpec spec;
+  spec.name = env().UniqueName("trunc");
+  auto dom = env().hv().CloneFromSnapshot(*snap, spec);
+  fs::remove(payload);
+  fs::rename(saved, payload);
+  ASSERT_FALSE(dom.ok());
+  const std::string& msg = dom.error().message;
+  EXPECT_NE(msg.find("migration stream of " + payload), std::string::npos) << msg;
+  EXPECT_NE(msg.find(spec.name), std::string::npos) << msg;
+  EXPECT_FALSE(QemuRunning(spec.name));
+  EXPECT_FALSE(fs::exists(env().state_dir() + "/domains/" + spec.name));
+  auto leftovers = env().hv().ListLeftovers();
+  ASSERT_TRUE(leftovers.ok());
+  EXPECT_TRUE(leftovers->empty());
+  // The intact snapshot still clones.
+  auto next = Clone("afttrunc");
+  ASSERT_NE(next, nullptr);
+  ASSERT_TRUE(next->Destroy().ok());
+}
+
 TEST_F(VmTest, CorruptedSnapshotGivesClearErrorThenRebuilds) {
   ASSERT_TRUE(env().Snapshot().ok());
   // Make this process's copy a real file (it may be a link to the shared cache) and flip a
