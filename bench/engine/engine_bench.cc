@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "bench/engine/bench_phases.h"
 #include "engine/backend_factory.h"
 #include "tests/engine/engine_test_util.h"
 
@@ -74,22 +75,7 @@ void Percentiles(benchmark::State& state, std::vector<double>& ms) {
   state.counters["p99_ms"] = at(0.99);
 }
 
-// The daemon's own breakdown of each call (exit event's phases_ms), medians as counters.
-struct Phases {
-  std::map<std::string, std::vector<double>> ms;
-  void Add(const json& exit) {
-    if (!exit.contains("phases_ms") || !exit["phases_ms"].is_object()) return;
-    for (auto& [k, v] : exit["phases_ms"].items())
-      if (v.is_number()) ms[k].push_back(v.get<double>());
-  }
-  void Report(benchmark::State& state) {
-    for (auto& [k, v] : ms) {
-      if (v.empty()) continue;
-      std::sort(v.begin(), v.end());
-      state.counters["d_" + k + "_ms"] = v[v.size() / 2];
-    }
-  }
-};
+using Phases = DaemonPhases;  // bench/engine/bench_phases.h
 
 // One call; returns ms to the first stdout byte (first_byte) or to the exit reply.
 double OneCall(AdminClient& c, const std::vector<std::string>& argv, bool first_byte,

@@ -29,6 +29,7 @@ inline const char* BenchBinary(const char* env, const char* built) {
 #define ODYSSEYD_PATH BenchBinary("ODYSSEY_BENCH_ODYSSEYD", ODYSSEYD_BUILT_PATH)
 #define ODYSSEY_CLI_PATH BenchBinary("ODYSSEY_BENCH_ODYSSEY", ODYSSEY_CLI_BUILT_PATH)
 
+#include "bench/engine/bench_phases.h"
 #include "bench/vm/vm_bench_util.h"
 #include "tests/engine/engine_test_util.h"
 #include "tests/vm/engine_vm_env.h"
@@ -83,22 +84,7 @@ json WaitPool(AdminClient& c) {
   return r.ok() ? (*r)["pools"][0] : json();
 }
 
-// The daemon's own breakdown of each call (exit event's phases_ms), medians as counters.
-struct Phases {
-  std::map<std::string, std::vector<double>> ms;
-  void Add(const json& exit) {
-    if (!exit.contains("phases_ms") || !exit["phases_ms"].is_object()) return;
-    for (auto& [k, v] : exit["phases_ms"].items())
-      if (v.is_number()) ms[k].push_back(v.get<double>());
-  }
-  void Report(benchmark::State& state) {
-    for (auto& [k, v] : ms) {
-      if (v.empty()) continue;
-      std::sort(v.begin(), v.end());
-      state.counters["d_" + k + "_ms"] = v[v.size() / 2];
-    }
-  }
-};
+using Phases = engine::bench::DaemonPhases;  // bench/engine/bench_phases.h
 
 struct CallTimes {
   double first_byte_ms = -1, exit_ms = -1;
@@ -218,21 +204,8 @@ void BM_HalVmPoolHit(benchmark::State& state) {
   if (!VmBenchReady(state)) return;
   std::vector<double> first_byte, call, resume;
   for (auto _ : state) {
-    state.PauseTiming();
-    auto ready = PrepareReadyClone(VmEnv::Get(), "bhal");
-    if (!ready.ok()) {
-      state.SkipWithError(ready.error().message.c_str());
-      break;
-    }
-    state.ResumeTiming();
-    auto hit = TimedPoolHit(*ready);
-    state.PauseTiming();
-    ready->conn->Close();
-    (void)ready->dom->Destroy();
-    if (!hit.ok()) {
-      state.SkipWithError(hit.error().message.c_str());
-      break;
-    }
+    auto hit = OneTimedPoolHit(state, "bhal");
+    if (!hit) break;
     first_byte.push_back(hit->first_byte_ms);
     call.push_back(hit->call_ms);
     resume.push_back(hit->resume_ms);

@@ -135,21 +135,8 @@ void BM_PoolHit(benchmark::State& state) {
   double total = 0;
   std::vector<double> samples, resume_ms;
   for (auto _ : state) {
-    state.PauseTiming();
-    auto ready = PrepareReadyClone(VmEnv::Get(), "bpool");
-    if (!ready.ok()) {
-      state.SkipWithError(ready.error().message.c_str());
-      break;
-    }
-    state.ResumeTiming();
-    auto hit = TimedPoolHit(*ready);
-    state.PauseTiming();
-    ready->conn->Close();
-    (void)ready->dom->Destroy();
-    if (!hit.ok()) {
-      state.SkipWithError(hit.error().message.c_str());
-      break;
-    }
+    auto hit = OneTimedPoolHit(state, "bpool");
+    if (!hit) break;
     total += full_call ? hit->call_ms : hit->first_byte_ms;
     samples.push_back(full_call ? hit->call_ms : hit->first_byte_ms);
     resume_ms.push_back(hit->resume_ms);

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -101,6 +102,29 @@ inline Result<PoolHitTimes> TimedPoolHit(ReadyClone& m) {
                  EIO};
   }
   return PoolHitTimes{MsBetween(t0, t_resumed), MsBetween(t0, first), MsBetween(t0, t_done)};
+}
+
+// One timed pool hit inside a benchmark loop: a fresh ReadyClone named PREFIX… is prepared
+// untimed, TimedPoolHit is timed, then the clone is closed and destroyed untimed. Returns
+// with the state's timing paused; on an error it calls SkipWithError and returns nothing
+// (the caller breaks out of its loop).
+inline std::optional<PoolHitTimes> OneTimedPoolHit(benchmark::State& state, const char* prefix) {
+  state.PauseTiming();
+  auto ready = PrepareReadyClone(VmEnv::Get(), prefix);
+  if (!ready.ok()) {
+    state.SkipWithError(ready.error().message.c_str());
+    return std::nullopt;
+  }
+  state.ResumeTiming();
+  auto hit = TimedPoolHit(*ready);
+  state.PauseTiming();
+  ready->conn->Close();
+  (void)ready->dom->Destroy();
+  if (!hit.ok()) {
+    state.SkipWithError(hit.error().message.c_str());
+    return std::nullopt;
+  }
+  return *hit;
 }
 
 }  // namespace odyssey::testing_vm
