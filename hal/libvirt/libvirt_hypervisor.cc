@@ -250,9 +250,34 @@ Status LoadMigrationStream(virDomainPtr dom, int fd, const std::string& source, 
   if (st.ok()) st = QmpCommand(dom, R"({"execute":"migrate-incoming","arguments":{"uri":"fd:odyssey-incoming"}})", -1);
   std::string status;
   if (st.ok()) {
-    std::unique_lock<std::mutex> lock(wait->mu);
-    wait->cv.wait_for(lock, timeout, [&] { return !wait->status.empty(); });
-    status = wait->status;
+    // The MIGRATION event normally ends the wait. Once a stall was seen where it never came
+    // (a refill held the engine's libvirt lock for the whole timeout), so after each quiet
+    // second QEMU is asked directly (query-migrate): a lost event costs a second, not minutes.
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(wait->mu);
+        wait->cv.wait_for(lock, std::chrono::seconds(1), [&] { return !wait->status.empty(); });
+        status = wait->status;
+      }
+      if (!status.empty() || std::chrono::steady_clock::now() >= deadline) break;
+      std::string reply;
+      if (virDomainIsActive(dom) != 1) {
+        status = "QEMU exited";
+        break;
+      }
+      if (QmpCommand(dom, R"({"execute":"query-migrate"})", -1, &reply).ok()) {
+        auto r = nlohmann::json::parse(reply, nullptr, false);
+        if (r.is_object() && r.contains("return") && r["return"].is_object() &&
+            r["return"].contains("status") && r["return"]["status"].is_string()) {
+          std::string now = r["return"]["status"].get<std::string>();
+          if (now == "completed" || now == "failed" || now == "cancelled") {
+            status = now;
+            break;
+          }
+        }
+      }
+    }
   }
   virConnectDomainQemuMonitorEventDeregister(conn, cb);
   virConnectDomainEventDeregisterAny(conn, life);
